@@ -1,0 +1,5 @@
+"""`python -m saferinstruct` = the `safer-instruct` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,195 @@
+"""The `safer-instruct` command line: one subcommand per stage, in pipeline order.
+
+Each subcommand is a thin wrapper over a function in `api.py` (or the stage's module).
+Results go to stdout; commands that report figures end with one JSON line. Progress
+and logs go to stderr. Exit codes: 0 success, 2 bad input or config (one line, no
+traceback), 1 anything else.
+
+    safer-instruct run --config configs/quickstart.yaml --out runs/quickstart
+    safer-instruct models
+    safer-instruct --help
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import BadInput
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Safer-Instruct: build preference data automatically, then train and evaluate on it.",
+)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="run config YAML (default: built-in defaults)")
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run directory for outputs")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a config key, e.g. --set induce.num_candidates=4"),
+]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", help="at most N source texts per category")
+]
+
+
+def _print_json(obj: object) -> None:
+    """The one JSON line a figure-reporting command ends with (stdout)."""
+    sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+@app.command("run")
+def run_cmd(
+    out: OutOpt,
+    config: ConfigOpt = None,
+    limit: LimitOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run the data pipeline (the stages built so far) and print the funnel as JSON."""
+    from . import api
+
+    cfg = api.load_config(config, set_ or [])
+    funnel = api.run(cfg, out, limit=limit)
+    _print_json(funnel)
+
+
+@app.command("induce")
+def induce_cmd(
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="source texts: csv/jsonl/parquet/dataset dir")
+    ],
+    out: OutOpt,
+    config: ConfigOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="model: 'embedded', a local HF dir, or openai:NAME@URL (default: from config)"
+        ),
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="'reverse' (reverse-tuned model) or 'prompted' (zero-shot)")
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="column with the text")] = "text",
+    id_column: Annotated[str | None, typer.Option(help="column with a stable id")] = "id",
+    category_column: Annotated[str | None, typer.Option(help="column with the category")] = None,
+    limit: LimitOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Induce the instruction each input text answers; writes DIR/stages/01-induce.jsonl."""
+    from . import api
+    from .llm.factory import parse_model_spec
+    from .pipeline.sources import load_sources
+
+    overrides = list(set_ or [])
+    if mode:
+        overrides.append(f"induce.mode={mode}")
+    cfg = api.load_config(config, overrides)
+    cfg.source.path = str(input)
+    if not input.exists():
+        raise BadInput(f"--input: file not found: {input}")
+    cfg.source.text_column, cfg.source.id_column = text_column, id_column
+    cfg.source.category_column = category_column
+    if model:
+        spec = parse_model_spec(model)
+        if cfg.induce.mode == "prompted":
+            cfg.expert = spec
+        else:
+            cfg.reverse_model = spec
+    records = list(load_sources(cfg.source, limit))
+    result = api.induce_records(records, cfg, out, total=len(records))
+    _print_json(result.summary())
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """Say which backends are available and where the embedded model lives."""
+    from .llm import embedded
+    from .paths import cache_root, default_call_cache
+
+    info: dict[str, object] = {
+        "cache_root": str(cache_root()),
+        "call_cache": str(default_call_cache()),
+    }
+    try:
+        info["embedded_gguf"] = str(embedded.gguf_path())
+        conv = embedded.converted_dir()
+        info["embedded_hf_dir"] = (
+            str(conv) if (conv / "config.json").exists() else "not converted yet"
+        )
+    except BadInput as e:
+        info["embedded_gguf"] = f"missing: {e}"
+    info["backends"] = {
+        "local": _available("transformers") and _available("torch"),
+        "openai": _available("openai"),
+        "json_schema_constraints": _available("llguidance"),
+        "serve": _available("fastapi") and _available("uvicorn"),
+    }
+    import torch
+
+    info["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    for key, value in info.items():
+        typer.echo(f"{key}: {value}", err=True)
+    _print_json(info)
+
+
+def _available(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@app.command("serve")
+def serve_cmd(
+    model: Annotated[str, typer.Option(help="'embedded' or a local HF directory")] = "embedded",
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    served_name: Annotated[
+        str | None, typer.Option(help="model name clients ask for (default: --model)")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="prompts per generate() batch")] = 16,
+) -> None:
+    """Serve a local model over the OpenAI-compatible protocol (chat and text completions)."""
+    from .serve import serve
+
+    serve(model=model, host=host, port=port, served_name=served_name, batch_size=batch_size)
+
+
+def _setup_logging() -> None:
+    from rich.logging import RichHandler
+
+    from .progress import console
+
+    handler = RichHandler(console=console(), show_path=False, markup=False)
+    log = logging.getLogger("saferinstruct")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for noisy in ("transformers", "httpx", "datasets", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main() -> None:
+    """Entry point: maps BadInput to exit 2 with one line on stderr."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _setup_logging()
+    try:
+        app()
+    except BadInput as e:
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: finished work is kept in the call cache\n")
+        sys.exit(130)

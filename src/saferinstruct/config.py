@@ -1,0 +1,284 @@
+"""Run configuration: one YAML file -> one `RunConfig`, a small dataclass per stage.
+
+Every field has a default and a one-line doc (the string literal under it, also shown by
+`safer-instruct config --show-defaults`). Loading is strict: an unknown key, a wrong type
+or a missing input file raises `BadInput` with one line naming the key (or path).
+Relative paths in a config file resolve against the file's own directory.
+CLI options override the file: `--set induce.num_candidates=4` (the value is YAML).
+
+    cfg = load_config("configs/quickstart.yaml", overrides=["induce.num_candidates=2"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import BadInput
+from .paths import data_dir
+
+PATH_FIELDS = {"path", "pairs_path", "prompt_file"}
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass
+class ModelConfig:
+    """One model role (reverse, expert, judge...): which backend and how to reach it."""
+
+    backend: str = field(default="local", metadata=_doc("'local' (transformers) or 'openai'"))
+    model: str = field(
+        default="embedded",
+        metadata=_doc("local: an HF directory or 'embedded'; openai: the served model name"),
+    )
+    base_url: str | None = field(
+        default=None, metadata=_doc("openai: endpoint URL, e.g. http://127.0.0.1:8000/v1")
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata=_doc("openai: env var holding the API key")
+    )
+    batch_size: int = field(default=16, metadata=_doc("local: prompts per generate() batch"))
+    device: str = field(default="auto", metadata=_doc("local: 'auto', 'cpu', 'cuda', 'cuda:1'"))
+    dtype: str = field(
+        default="auto", metadata=_doc("local: 'auto' (bf16 on GPUs that have it, else fp32)")
+    )
+    max_concurrency: int = field(default=8, metadata=_doc("openai: requests in flight"))
+    max_retries: int = field(default=4, metadata=_doc("openai: retries per request"))
+    timeout_s: float = field(default=120.0, metadata=_doc("openai: seconds per request"))
+    max_failures_in_row: int = field(
+        default=8, metadata=_doc("openai: this many failed requests in a row = endpoint down")
+    )
+    supports_logprobs: bool = field(
+        default=True, metadata=_doc("openai: the endpoint returns top_logprobs")
+    )
+    supports_score: bool = field(
+        default=True, metadata=_doc("openai: /v1/completions with echo+logprobs works")
+    )
+    supports_json_schema: bool = field(
+        default=True, metadata=_doc("openai: response_format json_schema is honoured")
+    )
+
+
+@dataclass
+class SourceConfig:
+    """The in-the-wild texts the pipeline starts from."""
+
+    path: str = field(
+        default="", metadata=_doc("csv / jsonl(.gz) / parquet / datasets dir of source texts")
+    )
+    text_column: str = field(default="text", metadata=_doc("column with the source text"))
+    id_column: str | None = field(
+        default="id", metadata=_doc("column with a stable id (else file name + row number)")
+    )
+    category_column: str | None = field(
+        default="category", metadata=_doc("column with the category (else `default_category`)")
+    )
+    default_category: str = field(default="default", metadata=_doc("category when none given"))
+    limit: int | None = field(default=None, metadata=_doc("keep at most this many per category"))
+
+
+@dataclass
+class GenConfig:
+    """Sampling settings for one stage's generations."""
+
+    temperature: float = field(default=0.0, metadata=_doc("0 = greedy"))
+    top_p: float = field(default=1.0, metadata=_doc("nucleus sampling mass"))
+    max_new_tokens: int = field(default=64, metadata=_doc("tokens per generation"))
+    seed: int = field(default=0, metadata=_doc("sampling seed"))
+
+
+@dataclass
+class ReverseTrainConfig:
+    """Reversed instruction tuning: learn P(instruction | response)."""
+
+    base_model: str = field(default="embedded", metadata=_doc("HF directory or 'embedded'"))
+    path: str = field(default="", metadata=_doc("pairs file; default: shipped AlpacaEval pairs"))
+    instruction_column: str = field(default="instruction", metadata=_doc("instruction column"))
+    response_column: str = field(default="output", metadata=_doc("response column"))
+    max_pairs: int = field(default=480, metadata=_doc("training pairs used (after the split)"))
+    validation_fraction: float = field(default=0.1, metadata=_doc("share of ids held out"))
+    max_response_tokens: int = field(default=160, metadata=_doc("responses are cut to this"))
+    lora: bool = field(default=False, metadata=_doc("train a LoRA adapter (merged at the end)"))
+    learning_rate: float = field(default=1e-4, metadata=_doc("peak learning rate"))
+    batch_size: int = field(default=8, metadata=_doc("sequences per step"))
+    epochs: float = field(default=1.0, metadata=_doc("passes over the training pairs"))
+    max_minutes: float | None = field(default=None, metadata=_doc("stop cleanly after this"))
+    seed: int = field(default=0, metadata=_doc("training seed"))
+
+
+@dataclass
+class InduceConfig:
+    """Instruction induction: which instruction does each text answer?"""
+
+    mode: str = field(
+        default="reverse",
+        metadata=_doc("'reverse' (reverse-tuned model, paper template) or 'prompted' baseline"),
+    )
+    num_candidates: int = field(default=1, metadata=_doc("candidate instructions per text"))
+    select: str = field(
+        default="first",
+        metadata=_doc("'first' valid, 'reverse_logprob' P(instr|text), 'forward_logprob'"),
+    )
+    max_instruction_chars: int = field(default=400, metadata=_doc("longer = invalid"))
+    max_text_chars: int = field(default=1500, metadata=_doc("source text is cut to this"))
+    generation: GenConfig = field(default_factory=GenConfig, metadata=_doc("sampling"))
+
+
+@dataclass
+class RunConfig:
+    """One whole run. Sections mirror the pipeline order."""
+
+    source: SourceConfig = field(default_factory=SourceConfig, metadata=_doc("input texts"))
+    reverse_model: ModelConfig | None = field(
+        default=None, metadata=_doc("a trained reverse model; null = train one (reverse_train)")
+    )
+    expert: ModelConfig = field(default_factory=ModelConfig, metadata=_doc("the expert model"))
+    forward: ModelConfig | None = field(
+        default=None, metadata=_doc("forward model for select=forward_logprob")
+    )
+    reverse_train: ReverseTrainConfig = field(
+        default_factory=ReverseTrainConfig, metadata=_doc("reversed instruction tuning")
+    )
+    induce: InduceConfig = field(default_factory=InduceConfig, metadata=_doc("induction"))
+    cache: str | None = field(
+        default=None, metadata=_doc("SQLite call cache; null = one shared file in user cache")
+    )
+
+
+# ----------------------------------------------------------------------------------
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read, validate and resolve a config file (or the defaults when `path` is None)."""
+    raw: dict[str, Any] = {}
+    where = "defaults"
+    base = Path.cwd()
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise BadInput(f"config file not found: {p}")
+        where, base = str(p), p.resolve().parent
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" line {mark.line + 1}" if mark else ""
+            raise BadInput(f"{p}:{at} is not valid YAML") from None
+        if not isinstance(raw, dict):
+            raise BadInput(f"{p}: the top level must be a mapping of sections")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    cfg = build(RunConfig, raw, where)
+    resolve_paths(cfg, base, where)
+    return cfg
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise BadInput(f"--set {item!r}: expected KEY=VALUE, e.g. induce.num_candidates=4")
+    key, value = item.split("=", 1)
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise BadInput(f"--set {key}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise BadInput."""
+    name = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise BadInput(f"{where}: {name}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise BadInput(f"{where}: unknown key {prefix}{key} (known: {known})")
+    kwargs = {k: _coerce(hints[k], v, where, f"{prefix}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where, key)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where, key + ".")
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise BadInput(f"{where}: {key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)[:1]
+        return [_coerce(item, v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise BadInput(f"{where}: {key}: expected a mapping, got {value!r}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (
+        not isinstance(value, tp) or (tp is int and isinstance(value, bool))
+    ):
+        raise BadInput(f"{where}: {key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def resolve_paths(cfg: RunConfig, base: Path, where: str) -> None:
+    """Make input paths absolute (relative to the config file) and check they exist."""
+    if not cfg.source.path:
+        cfg.source.path = str(data_dir() / "safer-instruct" / "sources.csv")
+    if not cfg.reverse_train.path:
+        cfg.reverse_train.path = str(data_dir() / "alpacaeval" / "pairs.jsonl.gz")
+    for key, section in (("source", cfg.source), ("reverse_train", cfg.reverse_train)):
+        section.path = _existing(base, section.path, where, f"{key}.path")
+    for key in ("reverse_model", "expert", "forward"):
+        model = getattr(cfg, key)
+        if model is not None and model.backend == "local" and model.model != "embedded":
+            model.model = _existing(base, model.model, where, f"{key}.model")
+        if model is not None and model.backend not in ("local", "openai"):
+            raise BadInput(f"{where}: {key}.backend: expected 'local' or 'openai'")
+        if model is not None and model.backend == "openai" and not model.base_url:
+            raise BadInput(f"{where}: {key}.base_url is required for backend 'openai'")
+    if cfg.cache:
+        cfg.cache = str((base / cfg.cache).resolve())
+
+
+def _existing(base: Path, value: str, where: str, key: str) -> str:
+    p = Path(value).expanduser()
+    p = p if p.is_absolute() else (base / p)
+    if not p.exists():
+        raise BadInput(f"{where}: {key}: file not found: {p}")
+    return str(p.resolve())
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def field_docs(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, doc) for every field, for `--help`-style listings."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        sub = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        sub_cls = tp if dataclasses.is_dataclass(tp) else (sub[0] if sub else None)
+        if sub_cls is not None:
+            rows.append((prefix + f.name, None, f.metadata.get("doc", "")))
+            rows.extend(field_docs(sub_cls, prefix + f.name + "."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append((prefix + f.name, default, f.metadata.get("doc", "")))
+    return rows

@@ -1,0 +1,116 @@
+"""The backend protocol: generate completions and score continuations.
+
+A prompt is either raw text (`str`, sent as is) or chat messages
+(`list[{"role": ..., "content": ...}]`, rendered with the model's chat template).
+Backends work on batches; the cache (`cache.py`) stores one entry per prompt.
+
+Failures of single requests are returned, not raised: a `Completion` or `Score` with
+`error` set. Backends raise `BadInput` only when the model or endpoint is unusable
+(a missing directory, connection refused, N failures in a row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]
+Prompt = str | list[Message]
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Generation settings; part of every cache key."""
+
+    temperature: float = 0.0
+    """0 means greedy decoding."""
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    stop: tuple[str, ...] = ()
+    """Generation ends at the first of these strings; the string itself is cut off."""
+    seed: int = 0
+    n: int = 1
+    """Number of samples per prompt."""
+    json_schema: dict[str, Any] | None = None
+    """Constrain the output to this JSON schema."""
+    top_logprobs: int = 0
+    """When > 0, also return the top-k log-probs of each generated token (first sample)."""
+
+    def key(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass
+class Completion:
+    """What one prompt produced: `n` texts, or an error."""
+
+    texts: list[str] = field(default_factory=list)
+    top_logprobs: list[dict[str, float]] = field(default_factory=list)
+    """Per generated token of the first sample: token text -> log-prob (when asked)."""
+    finish_reasons: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.texts[0] if self.texts else ""
+
+
+@dataclass
+class Score:
+    """Log-probability of a continuation given a prompt."""
+
+    logprob: float = 0.0
+    """Sum of the continuation's token log-probs."""
+    n_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / max(self.n_tokens, 1)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; stages check this before their first call."""
+
+    logprobs: bool = False
+    """Top log-probs of generated tokens (used for yes/no verdicts)."""
+    score: bool = False
+    """Log-prob of a given continuation (used to rank candidates)."""
+    n: bool = False
+    """Several samples per prompt in one call."""
+    json_schema: bool = False
+    """Output constrained to a JSON schema."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model that generates and scores. Implementations load lazily."""
+
+    kind: str
+    """'local' or 'openai'."""
+
+    def identity(self) -> str:
+        """Stable identity of the model (path + content hash, or served name)."""
+        ...
+
+    def capabilities(self) -> Capabilities: ...
+
+    def generate(self, prompts: list[Prompt], params: GenParams) -> list[Completion]: ...
+
+    def score(self, prompts: list[Prompt], continuations: list[str]) -> list[Score]: ...
+
+
+def require(backend: Backend, what: str, needed: list[str]) -> None:
+    """Stop before the first call when `backend` lacks a capability a stage needs."""
+    from ..errors import MissingCapability
+
+    caps = backend.capabilities()
+    missing = [name for name in needed if not getattr(caps, name)]
+    if missing:
+        raise MissingCapability(
+            f"{what} needs {', '.join(missing)} but backend {backend.kind} "
+            f"({backend.identity()}) does not support it"
+        )

@@ -1,0 +1,465 @@
+"""The OpenAI-compatible HTTP backend: vLLM, SGLang, TGI, llama.cpp server or a hosted API.
+
+    from saferinstruct.llm.openai_http import OpenAIBackend
+    from saferinstruct.llm.base import GenParams
+
+    llm = OpenAIBackend("Qwen/Qwen2.5-7B-Instruct", base_url="http://127.0.0.1:8000/v1")
+    [c] = llm.generate([[{"role": "user", "content": "Hi"}]], GenParams(max_new_tokens=32))
+    print(c.text or c.error)
+
+Prompts that are chat messages go to `POST /chat/completions` (the server applies the
+chat template); raw text prompts go to `POST /completions`. `chat=True` sends every
+prompt to the chat endpoint (a text prompt becomes one user message), for hosted APIs
+without text completions; `chat=False` sends everything to text completions and rejects
+message prompts.
+
+`score()` uses text completions with `echo=True, logprobs=1, max_tokens=1` (as vLLM
+serves them) and sums the log-probs of the echoed continuation tokens, found by their
+`text_offset`. It needs raw text prompts: render the chat template yourself first.
+Hosted APIs that lack log-probs, echo scoring, `n` or JSON schemas: turn those
+capabilities off in the config (`logprobs=False`, `score=False`, ...).
+
+Failures: the SDK's own retries are off; each request is retried here on 429, 408, 409,
+5xx, timeouts, connection errors and malformed answers, with exponential backoff and full
+jitter, honouring `Retry-After`. A request still failing after its retries becomes a
+`Completion`/`Score` with `error` set and the run goes on. An endpoint that is down
+(cannot connect before any success, or `max_failures_in_row` requests failing in a row)
+raises `BadInput` once the requests in flight have finished.
+Only counts and status codes are logged, never prompt or answer text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..errors import BadInput
+from .base import Capabilities, Completion, GenParams, Message, Prompt, Score
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_RETRY_STATUS = (408, 409, 429)
+_MAX_ERROR_CHARS = 300
+
+
+class _Malformed(Exception):
+    """The answer is not JSON or has no choices: retried like a 5xx."""
+
+
+class _Unsupported(Exception):
+    """A well-formed answer that lacks what we asked for (no echo log-probs): not retried."""
+
+
+@dataclass
+class _Verdict:
+    """How to treat one failed attempt."""
+
+    retry: bool
+    message: str
+    kind: str
+    """Status code or exception class: the only thing that is logged."""
+    wait_s: float | None = None
+    unreachable: bool = False
+
+
+class _Run:
+    """State shared by the requests of one batch: set `reason` to stop the batch."""
+
+    def __init__(self) -> None:
+        self.abort = threading.Event()
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+
+    def stop(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+        self.abort.set()
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= _MAX_ERROR_CHARS else line[: _MAX_ERROR_CHARS - 3] + "..."
+
+
+def _cause_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 10:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return chain
+
+
+def _cannot_connect(exc: BaseException) -> bool:
+    """True when no connection could be made at all (refused, unknown host)."""
+    return any(
+        isinstance(e, ConnectionRefusedError) or type(e).__name__ == "ConnectError"
+        for e in _cause_chain(exc)
+    )
+
+
+def _retry_after(headers: Any, cap: float) -> float | None:
+    """Seconds from `Retry-After` (or `retry-after-ms`), capped; None when absent."""
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return min(max(float(ms) / 1000.0, 0.0), cap)
+        sec = headers.get("retry-after")
+        if sec is not None:
+            return min(max(float(sec), 0.0), cap)
+    except (TypeError, ValueError):  # an HTTP date or junk: use our own backoff
+        return None
+    return None
+
+
+def _load_json(content: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _Malformed(f"answer is not JSON ({len(content)} bytes)") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise _Malformed("answer has no choices")
+    if not data["choices"]:
+        raise _Malformed("answer has an empty choices list")
+    return data
+
+
+def _parsed(parse: Callable[..., T], *args: Any) -> T:
+    """Run a parser; a missing or mistyped field makes the answer malformed."""
+    try:
+        return parse(*args)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise _Malformed(f"unexpected answer shape ({type(exc).__name__})") from exc
+
+
+def _choices(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return sorted(data["choices"], key=lambda c: c.get("index", 0))
+
+
+def _chat_top_logprobs(choice: dict[str, Any]) -> list[dict[str, float]]:
+    content = (choice.get("logprobs") or {}).get("content") or []
+    return [
+        {t["token"]: float(t["logprob"]) for t in item.get("top_logprobs") or []}
+        for item in content
+    ]
+
+
+def _text_top_logprobs(choice: dict[str, Any]) -> list[dict[str, float]]:
+    tops = (choice.get("logprobs") or {}).get("top_logprobs") or []
+    return [{k: float(v) for k, v in (d or {}).items()} for d in tops]
+
+
+def _parse_chat(data: dict[str, Any]) -> Completion:
+    choices = _choices(data)
+    return Completion(
+        texts=[(c.get("message") or {}).get("content") or "" for c in choices],
+        finish_reasons=[c.get("finish_reason") or "" for c in choices],
+        top_logprobs=_chat_top_logprobs(choices[0]),
+    )
+
+
+def _parse_text(data: dict[str, Any]) -> Completion:
+    choices = _choices(data)
+    return Completion(
+        texts=[c.get("text") or "" for c in choices],
+        finish_reasons=[c.get("finish_reason") or "" for c in choices],
+        top_logprobs=_text_top_logprobs(choices[0]),
+    )
+
+
+def continuation_span(offsets: list[int], split: int, end: int) -> range:
+    """Indices of the echoed tokens that cover text[split:end].
+
+    Tokens starting at or after `end` were generated, not echoed. A token that starts
+    before `split` but runs past it (prompt and continuation merged) is counted.
+    """
+    n_echoed = sum(1 for o in offsets if o < end)
+    if split >= end:
+        return range(n_echoed, n_echoed)
+    start = next((i for i in range(n_echoed) if offsets[i] >= split), n_echoed)
+    if start > 0 and (start == n_echoed or offsets[start] > split):
+        straddler = offsets[start - 1]
+        start = next(i for i in range(start) if offsets[i] == straddler)
+    return range(start, n_echoed)
+
+
+def _parse_score(data: dict[str, Any], split: int, end: int) -> Score:
+    lp = _choices(data)[0].get("logprobs") or {}
+    offsets, values = lp.get("text_offset"), lp.get("token_logprobs")
+    if not offsets or not values or len(offsets) != len(values):
+        raise _Unsupported("server returned no echoed prompt log-probs (turn `score` off)")
+    picked = [values[i] for i in continuation_span(offsets, split, end)]
+    real = [float(v) for v in picked if v is not None]
+    return Score(logprob=sum(real), n_tokens=len(real))
+
+
+class OpenAIBackend:
+    """A model served behind an OpenAI-compatible HTTP API (see the module docstring)."""
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        max_retries: int = 4,
+        timeout_s: float = 60.0,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 20.0,
+        max_failures_in_row: int = 8,
+        logprobs: bool = True,
+        score: bool = True,
+        n: bool = True,
+        json_schema: bool = True,
+        chat: bool | None = None,
+    ) -> None:
+        self.model = model
+        self.base_url = (
+            base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        ).rstrip("/")
+        self._api_key = api_key or os.environ.get(api_key_env) or "EMPTY"
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.max_retries = max(0, int(max_retries))
+        self.timeout_s = float(timeout_s)
+        self.backoff_base_s = float(backoff_base_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.max_failures_in_row = max(1, int(max_failures_in_row))
+        self.chat = chat
+        self._caps = Capabilities(logprobs=logprobs, score=score, n=n, json_schema=json_schema)
+        self._lock = threading.Lock()
+        self._client_obj: Any = None
+        self._fails_in_row = 0
+        self._ever_ok = False
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+
+    # -- protocol ----------------------------------------------------------------------
+
+    def identity(self) -> str:
+        return f"openai:{self.model}"
+
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    def generate(self, prompts: list[Prompt], params: GenParams) -> list[Completion]:
+        routes = [self._route(p) for p in prompts]
+
+        def one(i: int, run: _Run) -> Completion:
+            result, error = self._with_retries(self._sender(routes[i], params), run)
+            return result if result is not None else Completion(error=error)
+
+        return self._map(one, len(prompts))
+
+    def score(self, prompts: list[Prompt], continuations: list[str]) -> list[Score]:
+        if len(prompts) != len(continuations):
+            raise ValueError("score() needs one continuation per prompt")
+        for p in prompts:
+            if not isinstance(p, str):
+                raise BadInput(
+                    "scoring over HTTP needs a raw text prompt (render the chat template "
+                    "first); chat messages cannot be scored with /completions echo"
+                )
+
+        def one(i: int, run: _Run) -> Score:
+            result, error = self._with_retries(
+                self._score_sender(str(prompts[i]), continuations[i]), run
+            )
+            return result if result is not None else Score(error=error)
+
+        return self._map(one, len(prompts))
+
+    # -- requests ----------------------------------------------------------------------
+
+    def _route(self, prompt: Prompt) -> str | list[Message]:
+        """The prompt as chat messages (chat endpoint) or text (completions endpoint)."""
+        if isinstance(prompt, str):
+            return [{"role": "user", "content": prompt}] if self.chat else prompt
+        if self.chat is False:
+            raise BadInput(
+                f"backend {self.identity()} is set to chat: false (text completions) but "
+                "got chat messages; render the chat template or set chat: true"
+            )
+        return list(prompt)
+
+    def _sender(self, route: str | list[Message], params: GenParams) -> Callable[[], Completion]:
+        if isinstance(route, str):
+            return self._text_sender(route, params)
+        return self._chat_sender(route, params)
+
+    def _client(self) -> Any:
+        with self._lock:
+            if self._client_obj is None:
+                import openai
+
+                self._client_obj = openai.OpenAI(
+                    base_url=self.base_url,
+                    api_key=self._api_key,
+                    max_retries=0,
+                    timeout=self.timeout_s,
+                )
+            return self._client_obj
+
+    def _common(self, params: GenParams) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "model": self.model,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+            "seed": params.seed,
+        }
+        if params.stop:
+            kw["stop"] = list(params.stop)
+        if params.n != 1:
+            kw["n"] = params.n
+        return kw
+
+    @staticmethod
+    def _response_format(schema: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": schema, "strict": True},
+        }
+
+    def _chat_sender(self, messages: list[Message], params: GenParams) -> Callable[[], Completion]:
+        kw = self._common(params)
+        if params.json_schema is not None:
+            kw["response_format"] = self._response_format(params.json_schema)
+        if params.top_logprobs > 0:
+            kw.update(logprobs=True, top_logprobs=params.top_logprobs)
+
+        def send() -> Completion:
+            raw = self._client().chat.completions.with_raw_response.create(messages=messages, **kw)
+            return _parsed(_parse_chat, _load_json(raw.content))
+
+        return send
+
+    def _text_sender(self, prompt: str, params: GenParams) -> Callable[[], Completion]:
+        kw = self._common(params)
+        if params.json_schema is not None:
+            kw["extra_body"] = {"response_format": self._response_format(params.json_schema)}
+        if params.top_logprobs > 0:
+            kw["logprobs"] = params.top_logprobs
+
+        def send() -> Completion:
+            raw = self._client().completions.with_raw_response.create(prompt=prompt, **kw)
+            return _parsed(_parse_text, _load_json(raw.content))
+
+        return send
+
+    def _score_sender(self, prompt: str, continuation: str) -> Callable[[], Score]:
+        full = prompt + continuation
+
+        def send() -> Score:
+            raw = self._client().completions.with_raw_response.create(
+                model=self.model,
+                prompt=full,
+                echo=True,
+                logprobs=1,
+                max_tokens=1,
+                temperature=0.0,
+            )
+            return _parsed(_parse_score, _load_json(raw.content), len(prompt), len(full))
+
+        return send
+
+    # -- concurrency, retries, dead endpoints ------------------------------------------
+
+    def _map(self, one: Callable[[int, _Run], T], count: int) -> list[T]:
+        """Run `one(i)` for every index with bounded concurrency; raise if the endpoint died."""
+        if count == 0:
+            return []
+        run = _Run()
+        workers = min(self.max_concurrency, count)
+        with ThreadPoolExecutor(workers, thread_name_prefix="saferinstruct-openai") as pool:
+            results = list(pool.map(lambda i: one(i, run), range(count)))
+        if run.reason is not None:
+            raise BadInput(f"endpoint {self.base_url} is down: {run.reason}")
+        n_err = sum(1 for r in results if getattr(r, "error", None))
+        log.debug("openai: %d requests, %d failed after retries", count, n_err)
+        return results
+
+    def _with_retries(self, send: Callable[[], T], run: _Run) -> tuple[T | None, str]:
+        """(result, "") on success, else (None, one-line error)."""
+        verdict = _Verdict(False, "not sent: batch stopped", "aborted")
+        for attempt in range(self.max_retries + 1):
+            if run.abort.is_set():
+                return None, "not sent: endpoint is down"
+            try:
+                result = send()
+            except Exception as exc:  # noqa: BLE001 - classified below, bugs re-raised
+                verdict = self._classify(exc)
+            else:
+                self._note_success()
+                return result, ""
+            if verdict.unreachable and not self._ever_ok:
+                run.stop(f"cannot connect: {verdict.message}")
+                return None, verdict.message
+            if not verdict.retry or attempt == self.max_retries:
+                break
+            delay = self._delay(attempt, verdict)
+            log.info(
+                "openai: attempt %d/%d failed (%s); retrying in %.2fs",
+                attempt + 1,
+                self.max_retries + 1,
+                verdict.kind,
+                delay,
+            )
+            if run.abort.wait(delay):
+                return None, "not sent: endpoint is down"
+        self._note_failure(run, verdict)
+        return None, verdict.message
+
+    def _delay(self, attempt: int, verdict: _Verdict) -> float:
+        if verdict.wait_s is not None:
+            return verdict.wait_s
+        return min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * random.random()
+
+    def _classify(self, exc: Exception) -> _Verdict:
+        import openai
+
+        if isinstance(exc, _Malformed):
+            return _Verdict(True, f"malformed answer: {exc}", "malformed")
+        if isinstance(exc, _Unsupported):
+            return _Verdict(False, str(exc), "unsupported")
+        if isinstance(exc, openai.APIStatusError):
+            code = exc.status_code
+            retry = code in _RETRY_STATUS or code >= 500
+            wait = _retry_after(exc.response.headers, self.backoff_max_s)
+            return _Verdict(retry, _one_line(f"HTTP {code}: {exc.message}"), str(code), wait)
+        if isinstance(exc, openai.APITimeoutError):
+            return _Verdict(True, f"timeout after {self.timeout_s:g}s", "timeout")
+        if isinstance(exc, openai.APIConnectionError):
+            root = _cause_chain(exc)[-1]
+            msg = _one_line(f"{type(exc).__name__}: {type(root).__name__}: {root}")
+            return _Verdict(True, msg, type(root).__name__, unreachable=_cannot_connect(exc))
+        if isinstance(exc, openai.APIResponseValidationError):
+            return _Verdict(True, "malformed answer: invalid response", "malformed")
+        raise exc
+
+    def _note_success(self) -> None:
+        with self._lock:
+            self._fails_in_row = 0
+            self._ever_ok = True
+
+    def _note_failure(self, run: _Run, verdict: _Verdict) -> None:
+        with self._lock:
+            self._fails_in_row += 1
+            count = self._fails_in_row
+            if count >= self.max_failures_in_row:
+                self._fails_in_row = 0
+        log.warning("openai: request failed after retries (%s); %d in a row", verdict.kind, count)
+        if count >= self.max_failures_in_row:
+            run.stop(f"{count} requests in a row failed; last: {verdict.message}")

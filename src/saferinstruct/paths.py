@@ -1,0 +1,37 @@
+"""Where things live: the user cache directory and the project's shipped data.
+
+`SAFER_INSTRUCT_CACHE` overrides the cache root (tests point it at a temp dir or a
+shared session dir). Nothing here touches the disk at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """Root of the user cache: models converted or trained once, and the call cache."""
+    env = os.environ.get("SAFER_INSTRUCT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("safer-instruct"))
+
+
+def default_call_cache() -> Path:
+    """The one SQLite call cache shared by every run unless a config names another."""
+    return cache_root() / "calls.sqlite"
+
+
+def data_dir() -> Path:
+    """The project's `data/` folder (shipped samples with their licences)."""
+    env = os.environ.get("SAFER_INSTRUCT_DATA")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "data" / "README.md").exists() and (parent / "pyproject.toml").exists():
+            return parent / "data"
+    return here.parent / "data"

@@ -1,0 +1,98 @@
+"""The runner: file IO, chunking, progress and resume around the pure stages.
+
+`run_stage` feeds a stage chunks of records, shows a progress bar, and writes every
+record (dropped ones too) to `DIR/stages/NN-<stage>.jsonl` atomically at the end.
+Resume is the call cache's job: a rerun or a restarted run recomputes each chunk from
+cached calls (no model load when all are cached), so a killed run loses at most the
+chunk in flight, and a finished stage is never half-written.
+
+    out = run_stage("induce", 2, records, lambda chunk: induce(chunk, model, cfg), run_dir)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .io import write_jsonl_atomic
+from .llm.cache import CachedBackend
+from .progress import stage_progress
+from .records import Record, is_kept
+
+log = logging.getLogger("saferinstruct")
+
+STAGE_ORDER = ["sources", "induce", "filter", "respond", "judge", "assemble"]
+
+
+def stage_path(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / "stages" / f"{STAGE_ORDER.index(name):02d}-{name}.jsonl"
+
+
+@dataclass
+class StageResult:
+    name: str
+    path: Path
+    n_in: int
+    n_kept: int
+    seconds: float
+    calls: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "stage": self.name,
+            "in": self.n_in,
+            "kept": self.n_kept,
+            "dropped": self.n_in - self.n_kept,
+            "seconds": round(self.seconds, 2),
+            **self.calls,
+        }
+
+
+def run_stage(
+    name: str,
+    records: Iterable[Record],
+    fn: Callable[[list[Record]], list[Record]],
+    run_dir: Path,
+    *,
+    total: int | None = None,
+    chunk_size: int = 16,
+    backends: Iterable[CachedBackend] = (),
+) -> StageResult:
+    """Apply `fn` chunk by chunk and write the stage file; returns counts for the funnel."""
+    backends = list(backends)
+    start = time.time()
+    before = [(b.stats.hits, b.stats.misses, b.stats.errors) for b in backends]
+    out: list[Record] = []
+    with stage_progress(name, total) as bar:
+        chunk: list[Record] = []
+        for record in records:
+            chunk.append(record)
+            if len(chunk) >= chunk_size:
+                out.extend(_process(fn, chunk, bar, backends))
+                chunk = []
+        if chunk:
+            out.extend(_process(fn, chunk, bar, backends))
+    path = stage_path(run_dir, name)
+    write_jsonl_atomic(path, out)
+    calls = _call_counts(backends, before)
+    result = StageResult(name, path, len(out), sum(map(is_kept, out)), time.time() - start, calls)
+    log.info("stage %s: %s", name, json.dumps(result.summary()))
+    return result
+
+
+def _process(fn: Callable, chunk: list[Record], bar: Any, backends: list[CachedBackend]) -> list:
+    done = fn(chunk)
+    bar.advance(len(chunk), hits=sum(b.stats.hits for b in backends))
+    return done
+
+
+def _call_counts(backends: list[CachedBackend], before: list[tuple[int, int, int]]) -> dict:
+    hits = sum(b.stats.hits - h for b, (h, _, _) in zip(backends, before, strict=True))
+    misses = sum(b.stats.misses - m for b, (_, m, _) in zip(backends, before, strict=True))
+    errors = sum(b.stats.errors - e for b, (_, _, e) in zip(backends, before, strict=True))
+    return {"cache_hits": hits, "model_calls": misses, "failed_calls": errors}

@@ -1,0 +1,112 @@
+"""The local transformers backend with the real embedded model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from saferinstruct.llm.base import GenParams
+from saferinstruct.llm.cache import CachedBackend, CallCache
+from saferinstruct.llm.local import LocalBackend
+
+pytestmark = pytest.mark.slow
+
+CHAT = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Name three colours."}],
+    [{"role": "user", "content": "Write one sentence about the sea."}],
+]
+
+
+def test_greedy_is_deterministic_and_batch_independent(embedded_backend):
+    params = GenParams(max_new_tokens=12)
+    batched = embedded_backend.generate(CHAT, params)
+    again = embedded_backend.generate(CHAT, params)
+    alone = [embedded_backend.generate([p], params)[0] for p in CHAT]
+    assert [c.text for c in batched] == [c.text for c in again]
+    assert [c.text for c in batched] == [c.text for c in alone]
+    assert "Paris" in batched[0].text
+    assert all(c.text.strip() for c in batched)
+
+
+def test_raw_text_prompt_and_stop_strings(embedded_backend):
+    full = embedded_backend.generate(["One, two, three, four,"], GenParams(max_new_tokens=10))[0]
+    cut = embedded_backend.generate(
+        ["One, two, three, four,"], GenParams(max_new_tokens=10, stop=(",",))
+    )[0]
+    assert "," in full.text
+    assert "," not in cut.text
+    assert full.text.startswith(cut.text)
+    assert cut.finish_reasons == ["stop"]
+
+
+def test_sampling_n_and_seed(embedded_backend):
+    p = GenParams(max_new_tokens=12, temperature=1.0, n=3, seed=7)
+    a = embedded_backend.generate(CHAT[:1], p)[0]
+    b = embedded_backend.generate(CHAT[:1], p)[0]
+    assert len(a.texts) == 3
+    assert a.texts == b.texts
+    assert len(set(a.texts)) > 1
+
+
+def test_json_schema_output_parses(embedded_backend):
+    schema = {
+        "type": "object",
+        "properties": {
+            "verdict": {"type": "string", "enum": ["yes", "no"]},
+            "score": {"type": "integer", "minimum": 1, "maximum": 5},
+        },
+        "required": ["verdict", "score"],
+        "additionalProperties": False,
+    }
+    out = embedded_backend.generate(CHAT, GenParams(max_new_tokens=40, json_schema=schema))
+    for c in out:
+        obj = json.loads(c.text)
+        assert obj["verdict"] in ("yes", "no")
+        assert 1 <= obj["score"] <= 5
+
+
+def test_score_is_consistent_with_greedy_generation(embedded_backend):
+    params = GenParams(max_new_tokens=8, top_logprobs=3)
+    gen = embedded_backend.generate(CHAT[:1], params)[0]
+    own, other = embedded_backend.score(CHAT[:1] * 2, [gen.text, " Berlin is the capital."])
+    # the greedy continuation is the model's own choice: far likelier than an alternative
+    assert own.logprob > other.logprob + 5
+    # and its log-prob equals the sum of the chosen tokens' top-1 log-probs from generation
+    chosen = sum(max(step.values()) for step in gen.top_logprobs[: own.n_tokens])
+    assert own.logprob == pytest.approx(chosen, abs=1e-2)
+
+
+def test_yes_no_logprobs_are_a_distribution(embedded_backend):
+    prompt = [{"role": "user", "content": "Is Paris in France? Answer yes or no."}]
+    yes, no = embedded_backend.score([prompt, prompt], ["yes", "no"])
+    assert yes.logprob < 0 and no.logprob < 0
+    assert yes.n_tokens == 1 and no.n_tokens == 1
+
+
+def test_identity_needs_no_load_and_cached_rerun_loads_nothing(tmp_path, embedded_backend):
+    cache = CallCache(tmp_path / "c.sqlite")
+    warm = CachedBackend(embedded_backend, cache)
+    first = warm.generate(CHAT[:2], GenParams(max_new_tokens=6))
+    cold_inner = LocalBackend("embedded")
+    cold = CachedBackend(cold_inner, cache)
+    second = cold.generate(CHAT[:2], GenParams(max_new_tokens=6))
+    assert [c.text for c in first] == [c.text for c in second]
+    assert cold_inner._loaded is None
+    assert cold.stats.misses == 0
+
+
+def test_identity_changes_with_weights(tmp_path, embedded_backend):
+    import shutil
+
+    from saferinstruct.llm.embedded import ensure_converted
+
+    copy = tmp_path / "m"
+    shutil.copytree(ensure_converted(), copy)
+    a = LocalBackend(str(copy)).identity()
+    cfg = copy / "generation_config.json"
+    cfg.write_text(cfg.read_text().replace("}", ', "x_changed": 1}', 1))
+    b = LocalBackend(str(copy)).identity()
+    assert a != b
+    assert str(copy.resolve()) in a
