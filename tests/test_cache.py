@@ -31,7 +31,8 @@ class CountingBackend:
         self.loads += 1
         self.sent.extend(prompts)
         return [
-            Completion(error="boom") if str(p) in self.fail
+            Completion(error="boom")
+            if str(p) in self.fail
             else Completion(texts=[f"{self.name}:{p}:{params.temperature}"] * params.n)
             for p in prompts
         ]

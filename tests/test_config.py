@@ -98,7 +98,16 @@ def test_every_field_has_a_doc():
 def test_cli_bad_config_exits_2_with_one_line(tmp_path, text, needle):
     p = write(tmp_path, text)
     proc = subprocess.run(
-        [sys.executable, "-m", "saferinstruct", "run", "--config", str(p), "--out", str(tmp_path / "o")],
+        [
+            sys.executable,
+            "-m",
+            "saferinstruct",
+            "run",
+            "--config",
+            str(p),
+            "--out",
+            str(tmp_path / "o"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -113,9 +122,19 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path, text, needle):
 
 def test_cli_missing_config_file_exits_2(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "saferinstruct", "run", "--config", str(tmp_path / "nope.yaml"),
-         "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "saferinstruct",
+            "run",
+            "--config",
+            str(tmp_path / "nope.yaml"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "nope.yaml" in proc.stderr and "Traceback" not in proc.stderr

@@ -64,6 +64,45 @@ def run_cmd(
     _print_json(funnel)
 
 
+@app.command("reverse-train")
+def reverse_train_cmd(
+    config: ConfigOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="output directory (default: the user cache, keyed)"),
+    ] = None,
+    pairs: Annotated[
+        Path | None, typer.Option(help="pairs file (default: shipped AlpacaEval pairs)")
+    ] = None,
+    instruction_column: Annotated[str | None, typer.Option(help="instruction column")] = None,
+    response_column: Annotated[str | None, typer.Option(help="response column")] = None,
+    base_model: Annotated[str | None, typer.Option(help="HF directory or 'embedded'")] = None,
+    max_pairs: Annotated[int | None, typer.Option(help="training pairs")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="stop cleanly after this")] = None,
+    lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA or full")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Reversed instruction tuning: fine-tune a model to write the instruction of a response."""
+    from . import api
+
+    overrides = list(set_ or [])
+    for key, value in {
+        "path": pairs,
+        "instruction_column": instruction_column,
+        "response_column": response_column,
+        "base_model": base_model,
+        "max_pairs": max_pairs,
+        "max_minutes": max_minutes,
+        "lora": lora,
+    }.items():
+        if value is not None:
+            plain = str(value) if isinstance(value, Path) else value
+            overrides.append(f"reverse_train.{key}={json.dumps(plain)}")
+    cfg = api.load_config(config, overrides)
+    path = api.reverse_train(cfg, out)
+    _print_json({"model": str(path)})
+
+
 @app.command("induce")
 def induce_cmd(
     input: Annotated[
@@ -109,6 +148,50 @@ def induce_cmd(
     records = list(load_sources(cfg.source, limit))
     result = api.induce_records(records, cfg, out, total=len(records))
     _print_json(result.summary())
+
+
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluation commands.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("recovery")
+def eval_recovery_cmd(
+    pairs: Annotated[Path, typer.Option(help="held-out (instruction, output) pairs")],
+    model: Annotated[
+        str | None, typer.Option(help="'embedded', a local HF dir, or openai:NAME@URL")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="reverse, prompted or first-sentence")] = "reverse",
+    instruction_column: Annotated[
+        str, typer.Option(help="true instruction column")
+    ] = "instruction",
+    output_column: Annotated[str, typer.Option(help="response column")] = "output",
+    split: Annotated[
+        str, typer.Option(help="'all', or the reverse-train 'validation'/'train' split by id")
+    ] = "all",
+    limit: Annotated[int | None, typer.Option(help="score at most N pairs")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="tokens per induced instruction")] = 64,
+    cache: Annotated[Path | None, typer.Option(help="call cache file")] = None,
+    out: Annotated[Path | None, typer.Option(help="keep the induce stage file here")] = None,
+) -> None:
+    """Induce instructions from outputs and score them (ROUGE-L, MiniLM cosine, exact, copy)."""
+    from . import api
+    from .llm.factory import parse_model_spec
+
+    if not pairs.exists():
+        raise BadInput(f"--pairs: file not found: {pairs}")
+    result = api.eval_recovery(
+        pairs,
+        parse_model_spec(model) if model else None,
+        mode=mode,
+        instruction_column=instruction_column,
+        output_column=output_column,
+        split=split,
+        limit=limit,
+        cache=str(cache) if cache else None,
+        max_new_tokens=max_new_tokens,
+        out_dir=out,
+    )
+    _print_json(result)
 
 
 @app.command("models")

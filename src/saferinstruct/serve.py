@@ -1,0 +1,691 @@
+"""`safer-instruct serve`: the local backend behind a small OpenAI-compatible HTTP server.
+
+It serves one local model (`embedded` or a local HF directory) over the real OpenAI
+protocol, with real generations only (nothing canned). Use it wherever a pipeline
+expects an OpenAI-compatible endpoint and no GPU server is at hand:
+
+    safer-instruct serve --model embedded --port 8000
+    # then: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="EMPTY")
+
+In Python: `serve(model="embedded", port=8000)` loads the model, then runs uvicorn;
+`create_app(LocalBackend("embedded"), "embedded")` builds the app without loading.
+
+Endpoints:
+
+- `GET /v1/models` (and `/v1/models/{id}`): the one served model.
+- `POST /v1/chat/completions`: `messages`, `temperature` (default 1), `top_p`,
+  `max_tokens` / `max_completion_tokens` (default 256), `stop` (str or list), `seed`,
+  `n`, `logprobs` + `top_logprobs` (every choice), `response_format` (`json_schema`,
+  `json_object`, `text`).
+- `POST /v1/completions`: `prompt` (str or list of str) with the same fields (default
+  `max_tokens` 16), `logprobs` (int) -> `{tokens, token_logprobs, top_logprobs,
+  text_offset}` (offsets into the choice's `text`), `echo` (the prompt's own token
+  log-probs; the first is None), so `echo=True, max_tokens=0 or 1` scores a continuation.
+- `GET /stats`: requests received, total and per path (`/stats` itself is not counted),
+  and the number of `generate()` batches run.
+- `GET /health`.
+
+Errors use the OpenAI format `{"error": {"message", "type", "param", "code"}}`: an
+unknown model is 404, a bad body is 400 (also `stream: true`: streaming is not
+supported), a failed generation is 500.
+
+Model work runs on one worker thread (the model is not thread-safe). Generation requests
+arriving within ~10 ms of each other with the same settings go to one `generate()` call.
+
+Limitations:
+
+- Log-probs are teacher-forced: the returned text is tokenized again and scored by one
+  forward pass under the raw model distribution (temperature 1, no top-p, no JSON-schema
+  mask). For greedy decoding this is exactly what decoding saw, except in the rare case
+  where re-tokenizing the text gives other tokens than the ones generated.
+- With sampling, a request's `seed` seeds the whole batch it shares with other requests,
+  so the same seeded request may sample differently under concurrent load. Without a
+  `seed`, sampling requests get a random one. Greedy results do not depend on seeds.
+- `top_logprobs` of text completions is a dict keyed by token text, so tokens with the
+  same text (partial UTF-8 characters all decode to U+FFFD) share one entry; the chat
+  endpoint lists every token with its `bytes`.
+- No streaming, no token-id prompts, no tools; `frequency_penalty`, `presence_penalty`,
+  `logit_bias`, `user` and other fields are ignored. Prompts longer than the model's
+  context fail with 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .llm.base import Completion, GenParams, Message, Prompt
+
+if TYPE_CHECKING:
+    from .llm.local import LocalBackend
+
+log = logging.getLogger("saferinstruct")
+
+CHAT_DEFAULT_MAX_TOKENS = 256
+TEXT_DEFAULT_MAX_TOKENS = 16
+BATCH_WINDOW_S = 0.01
+MAX_TOP_LOGPROBS = 20
+
+
+# -- errors ---------------------------------------------------------------------------
+class ApiError(Exception):
+    """An error answered in the OpenAI format."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = (
+            status,
+            message,
+            kind,
+            code,
+            param,
+        )
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    body = {"message": err.message, "type": err.kind, "param": err.param, "code": err.code}
+    return JSONResponse({"error": body}, status_code=err.status)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:3]:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}" if loc else str(e.get("msg")))
+    return "invalid request: " + "; ".join(parts)
+
+
+# -- request bodies -------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=128)
+    response_format: dict[str, Any] | None = None
+    stream: bool | None = False
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+
+class ChatRequest(_Body):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=0)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+
+class TextRequest(_Body):
+    prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: bool | None = False
+
+
+# -- request -> GenParams -------------------------------------------------------------
+def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    items = [stop] if isinstance(stop, str) else list(stop or [])
+    return tuple(s for s in items if s)
+
+
+def _check_schema(schema: dict[str, Any]) -> None:
+    """400 when llguidance cannot compile the schema (skipped when it is not installed)."""
+    try:
+        import llguidance
+    except ImportError:
+        return
+    try:
+        grammar = llguidance.grammar_from("json_schema", json.dumps(schema))
+        problem = llguidance.LLMatcher.validate_grammar(grammar)
+    except Exception as exc:  # noqa: BLE001 - any failure means the schema is unusable
+        problem = str(exc) or type(exc).__name__
+    if problem:
+        raise ApiError(400, f"invalid JSON schema: {problem}", param="response_format")
+
+
+def json_schema_of(fmt: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The schema a `response_format` asks for (`json_object` -> any object)."""
+    kind = (fmt or {}).get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind != "json_schema":
+        raise ApiError(400, f"unsupported response_format type {kind!r}", param="response_format")
+    spec = (fmt or {}).get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise ApiError(
+            400, "response_format.json_schema.schema must be an object", param="response_format"
+        )
+    _check_schema(schema)
+    return schema
+
+
+def gen_params(body: _Body, max_tokens: int) -> GenParams:
+    """OpenAI sampling fields -> GenParams (temperature defaults to 1, as OpenAI's)."""
+    temperature = 1.0 if body.temperature is None else body.temperature
+    seed = body.seed
+    if seed is None:
+        seed = 0 if temperature == 0 else random.randrange(2**31)
+    return GenParams(
+        temperature=temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        max_new_tokens=max_tokens,
+        stop=_stops(body.stop),
+        seed=seed,
+        n=body.n,
+        json_schema=json_schema_of(body.response_format),
+    )
+
+
+def _message(m: ChatMessage) -> Message:
+    if isinstance(m.content, list):
+        if any(p.type != "text" for p in m.content):
+            raise ApiError(400, "only text content parts are supported", param="messages")
+        content = "".join(p.text or "" for p in m.content)
+    else:
+        content = m.content or ""
+    return {"role": "system" if m.role == "developer" else m.role, "content": content}
+
+
+# -- the model worker -----------------------------------------------------------------
+@dataclass
+class _Job:
+    future: Future[Any]
+    prompt: Prompt | None = None
+    params: GenParams | None = None
+    fn: Callable[[], Any] | None = None
+
+
+def _params_key(params: GenParams) -> str:
+    return json.dumps(params.key(), sort_keys=True)
+
+
+class ModelWorker:
+    """Runs all model work on one thread; batches generations with the same settings."""
+
+    def __init__(self, backend: LocalBackend, window_s: float = BATCH_WINDOW_S) -> None:
+        self.backend = backend
+        self.window_s = window_s
+        self.batches = 0
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="saferinstruct-serve-model", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=60)
+
+    def generate(self, prompt: Prompt, params: GenParams) -> Future[Completion]:
+        return self._submit(_Job(Future(), prompt=prompt, params=params))
+
+    def call(self, fn: Callable[[], Any]) -> Future[Any]:
+        return self._submit(_Job(Future(), fn=fn))
+
+    def _submit(self, job: _Job) -> Future[Any]:
+        self.start()
+        self._queue.put(job)
+        return job.future
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, done = self._collect(first)
+            self._run(batch)
+            if done:
+                return
+
+    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+        """`first` plus whatever arrives within the batch window; True when told to stop."""
+        batch = [first]
+        deadline = time.monotonic() + self.window_s
+        while len(batch) < 256:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                job = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if job is None:
+                return batch, True
+            batch.append(job)
+        return batch, False
+
+    def _run(self, batch: list[_Job]) -> None:
+        live = [j for j in batch if j.future.set_running_or_notify_cancel()]
+        groups: dict[str, list[_Job]] = {}
+        for job in live:
+            if job.params is not None:
+                groups.setdefault(_params_key(job.params), []).append(job)
+        for jobs in groups.values():
+            self._generate(jobs)
+        for job in live:
+            if job.fn is not None:
+                _settle(job.future, job.fn)
+
+    def _generate(self, jobs: list[_Job]) -> None:
+        params = jobs[0].params
+        assert params is not None
+        try:
+            outs = self.backend.generate([j.prompt for j in jobs], params)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
+            log.warning("serve: generate failed: %s", type(exc).__name__)
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        self.batches += 1
+        for job, out in zip(jobs, outs, strict=True):
+            job.future.set_result(out)
+
+
+def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:
+    try:
+        future.set_result(fn())
+    except Exception as exc:  # noqa: BLE001 - handed to the waiting request
+        future.set_exception(exc)
+
+
+async def _wait(future: Future[Any]) -> Any:
+    try:
+        return await asyncio.wrap_future(future)
+    except ApiError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model failure is a 500 for this request
+        raise ApiError(500, f"model error: {type(exc).__name__}: {exc}", "server_error") from exc
+
+
+# -- token log-probs (teacher-forced, one forward pass) -------------------------------
+@dataclass
+class TokenLogprob:
+    """One token of a sequence: its id, log-prob given the tokens before, the top-k."""
+
+    token_id: int
+    logprob: float | None
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """The tokenization `LocalBackend` uses for generation and scoring."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def token_logprobs(backend: LocalBackend, ids: list[int], start: int, k: int) -> list[TokenLogprob]:
+    """Log-probs of `ids[start:]` under the model, each given all tokens before it.
+
+    Shapes: ids (1, T); logits kept for positions start-1 .. T-1 (the last is unused);
+    the token at position t is predicted by the logits at t-1. A token at position 0
+    has nothing before it: logprob None.
+    """
+    import torch
+
+    if start >= len(ids):
+        return []
+    model = backend.model
+    keep = len(ids) - max(start - 1, 0)
+    x = torch.tensor([ids], dtype=torch.long, device=model.device)
+    with torch.inference_mode():  # grad mode is per thread: the loader's setting is not ours
+        logits = model(input_ids=x, logits_to_keep=keep).logits[0, :-1]
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+    targets = torch.tensor(ids[max(start, 1) :], dtype=torch.long)
+    chosen = logp.gather(1, targets[:, None])[:, 0].tolist()
+    tops = logp.topk(k, dim=-1) if k > 0 else None
+    out = [TokenLogprob(ids[0], None)] if start == 0 else []
+    for row, (tid, lp) in enumerate(zip(targets.tolist(), chosen, strict=True)):
+        top = []
+        if tops is not None:
+            top = list(zip(tops.indices[row].tolist(), tops.values[row].tolist(), strict=True))
+        out.append(TokenLogprob(tid, lp, top))
+    return out
+
+
+@cache
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2 byte-level BPE: printable stand-in character -> byte."""
+    keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    chars = list(keep)
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(keep, chars, strict=True)}
+
+
+def token_bytes(tokenizer: Any, token_id: int) -> bytes:
+    """The token's own bytes (a byte-level token may hold part of a UTF-8 character)."""
+    text = tokenizer.decode([token_id])
+    if "\ufffd" not in text:
+        return text.encode()
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    decoder = _byte_decoder()
+    if isinstance(piece, str) and piece and all(c in decoder for c in piece):
+        return bytes(decoder[c] for c in piece)
+    return text.encode()
+
+
+def text_offsets(tokenizer: Any, ids: list[int], text: str) -> list[int]:
+    """Character offset in `text` where each token starts."""
+    pieces = [token_bytes(tokenizer, t) for t in ids]
+    raw = text.encode()
+    if b"".join(pieces) != raw:  # not a byte-exact tokenizer: decode prefixes instead
+        return [min(len(tokenizer.decode(ids[:i])), len(text)) for i in range(len(ids))]
+    char_at = [i for i, ch in enumerate(text) for _ in range(len(ch.encode()))] + [len(text)]
+    offsets, pos = [], 0
+    for p in pieces:
+        offsets.append(char_at[pos])
+        pos += len(p)
+    return offsets
+
+
+# -- responses ------------------------------------------------------------------------
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    total = prompt_tokens + completion_tokens
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": total,
+    }
+
+
+def _head(kind: str, prefix: str, model: str) -> dict[str, Any]:
+    return {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+    }
+
+
+def _chat_token(tokenizer: Any, token_id: int, logprob: float) -> dict[str, Any]:
+    return {
+        "token": tokenizer.decode([token_id]),
+        "logprob": logprob,
+        "bytes": list(token_bytes(tokenizer, token_id)),
+    }
+
+
+def _chat_logprobs(tokenizer: Any, steps: list[TokenLogprob]) -> dict[str, Any]:
+    content = []
+    for s in steps:
+        item = _chat_token(tokenizer, s.token_id, float(s.logprob or 0.0))
+        item["top_logprobs"] = [_chat_token(tokenizer, t, lp) for t, lp in s.top]
+        content.append(item)
+    return {"content": content}
+
+
+def chat_response(
+    backend: LocalBackend, req: ChatRequest, messages: list[Message], comp: Completion
+) -> dict[str, Any]:
+    """The chat.completion body (runs on the model thread: it tokenizes and scores)."""
+    tok = backend.tokenizer
+    prompt_ids = encode(tok, backend.render(messages))
+    choices, used = [], 0
+    for i, (text, reason) in enumerate(zip(comp.texts, comp.finish_reasons, strict=True)):
+        ids = encode(tok, text)
+        used += len(ids)
+        logprobs = None
+        if req.logprobs:
+            steps = token_logprobs(
+                backend, prompt_ids + ids, len(prompt_ids), req.top_logprobs or 0
+            )
+            logprobs = _chat_logprobs(tok, steps)
+        message = {"role": "assistant", "content": text, "refusal": None}
+        choices.append(
+            {"index": i, "message": message, "logprobs": logprobs, "finish_reason": reason}
+        )
+    return {
+        **_head("chat.completion", "chatcmpl", req.model),
+        "choices": choices,
+        "usage": _usage(len(prompt_ids), used),
+    }
+
+
+def _text_logprobs(
+    tokenizer: Any, steps: list[TokenLogprob], text: str, ids: list[int]
+) -> dict[str, Any]:
+    tops: list[dict[str, float] | None] = []
+    for s in steps:
+        if s.logprob is None:
+            tops.append(None)
+            continue
+        top = {tokenizer.decode([t]): lp for t, lp in s.top}
+        top.setdefault(tokenizer.decode([s.token_id]), s.logprob)
+        tops.append(top)
+    return {
+        "tokens": [tokenizer.decode([s.token_id]) for s in steps],
+        "token_logprobs": [s.logprob for s in steps],
+        "top_logprobs": tops,
+        "text_offset": text_offsets(tokenizer, ids, text),
+    }
+
+
+def text_response(
+    backend: LocalBackend, req: TextRequest, prompts: list[str], comps: list[Completion]
+) -> dict[str, Any]:
+    """The text_completion body (runs on the model thread: it tokenizes and scores)."""
+    tok = backend.tokenizer
+    choices, prompt_used, used = [], 0, 0
+    for prompt, comp in zip(prompts, comps, strict=True):
+        prompt_ids = encode(tok, prompt)
+        prompt_used += len(prompt_ids)
+        for text, reason in zip(comp.texts, comp.finish_reasons, strict=True):
+            ids = encode(tok, text)
+            used += len(ids)
+            shown, shown_ids = (prompt + text, prompt_ids + ids) if req.echo else (text, ids)
+            logprobs = None
+            if req.logprobs is not None:
+                start = 0 if req.echo else len(prompt_ids)
+                steps = token_logprobs(backend, prompt_ids + ids, start, req.logprobs)
+                logprobs = _text_logprobs(tok, steps, shown, shown_ids)
+            choices.append(
+                {
+                    "index": len(choices),
+                    "text": shown,
+                    "logprobs": logprobs,
+                    "finish_reason": reason,
+                }
+            )
+    return {
+        **_head("text_completion", "cmpl", req.model),
+        "choices": choices,
+        "usage": _usage(prompt_used, used),
+    }
+
+
+# -- the app --------------------------------------------------------------------------
+@dataclass
+class _Stats:
+    by_path: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, path: str) -> None:
+        with self.lock:
+            self.by_path[path] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {"requests": sum(self.by_path.values()), "by_path": dict(self.by_path)}
+
+
+def _check_request(body: _Body, served_name: str) -> None:
+    if body.model != served_name:
+        raise ApiError(
+            404, f"The model `{body.model}` does not exist.", code="model_not_found", param="model"
+        )
+    if body.stream:
+        raise ApiError(400, "streaming not supported (send stream: false)", param="stream")
+
+
+async def _generate_all(
+    worker: ModelWorker, prompts: list[Prompt], params: GenParams
+) -> list[Completion]:
+    if params.max_new_tokens == 0:
+        return [
+            Completion(texts=[""] * params.n, finish_reasons=["length"] * params.n) for _ in prompts
+        ]
+    comps = await asyncio.gather(*(_wait(worker.generate(p, params)) for p in prompts))
+    for c in comps:
+        if c.error:
+            raise ApiError(500, f"generation failed: {c.error}", "server_error")
+    return list(comps)
+
+
+def _model_card(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "saferinstruct"}
+
+
+def create_app(backend: LocalBackend, served_name: str) -> FastAPI:
+    """The FastAPI app serving `backend` as `served_name`; loads nothing by itself."""
+    worker = ModelWorker(backend)
+    stats = _Stats()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        worker.stop()
+
+    app = FastAPI(title="safer-instruct serve", lifespan=lifespan)
+    app.state.worker, app.state.stats = worker, stats
+    _add_error_handlers(app)
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path != "/stats":
+            stats.count(request.url.path)
+        return await call_next(request)
+
+    @app.get("/stats")
+    async def get_stats() -> dict[str, Any]:
+        return {**stats.snapshot(), "batches": worker.batches}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card(served_name)]}
+
+    @app.get("/v1/models/{name:path}")
+    async def get_model(name: str) -> dict[str, Any]:
+        if name != served_name:
+            raise ApiError(404, f"The model `{name}` does not exist.", code="model_not_found")
+        return _model_card(served_name)
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest) -> dict[str, Any]:
+        _check_request(req, served_name)
+        if req.top_logprobs and not req.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        limit = req.max_completion_tokens
+        limit = limit if limit is not None else req.max_tokens
+        params = gen_params(req, CHAT_DEFAULT_MAX_TOKENS if limit is None else limit)
+        messages = [_message(m) for m in req.messages]
+        [comp] = await _generate_all(worker, [messages], params)
+        return await _wait(worker.call(lambda: chat_response(backend, req, messages, comp)))
+
+    @app.post("/v1/completions")
+    async def completions(req: TextRequest) -> dict[str, Any]:
+        _check_request(req, served_name)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+        if not prompts:
+            raise ApiError(400, "prompt must not be empty", param="prompt")
+        limit = TEXT_DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens
+        comps = await _generate_all(worker, list(prompts), gen_params(req, limit))
+        return await _wait(worker.call(lambda: text_response(backend, req, prompts, comps)))
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(ApiError(400, _validation_message(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else None
+        return error_response(ApiError(exc.status_code, str(exc.detail), code=code))
+
+
+def serve(
+    model: str = "embedded",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    served_name: str | None = None,
+    batch_size: int = 16,
+) -> None:
+    """Load `model` now (so the first request is not slow), then serve it until stopped."""
+    import uvicorn
+
+    from .llm.local import LocalBackend
+
+    backend = LocalBackend(model, batch_size=batch_size)
+    name = served_name or model
+    log.info("serve: loading %s", model)
+    backend.load()
+    log.info("serve: %s as %r on http://%s:%d/v1", model, name, host, port)
+    uvicorn.run(create_app(backend, name), host=host, port=port, log_level="info")

@@ -1,0 +1,240 @@
+"""Stage 1, reversed instruction tuning: learn P(instruction | response).
+
+Pairs (instruction, response) are flipped: the prompt is the paper's template
+(prompts/reverse.txt) filled with the response, cut to `max_response_tokens`; the
+completion is the instruction. TRL's SFTTrainer trains on the completion only. Full
+fine-tune or LoRA (merged into a normal HF directory at the end). Pairs are split into
+train and validation **by id** (an instruction's 16 answers never straddle the split).
+
+The model lives in the user cache under a hash of (base model, data file, settings), so
+`safer-instruct run` reuses it; a killed training resumes from its last checkpoint and a
+`max_minutes` budget stops it cleanly and saves.
+
+    safer-instruct reverse-train --max-pairs 480 --max-minutes 30
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .. import prompts
+from ..config import ReverseTrainConfig
+from ..errors import BadInput
+from ..io import read_records
+from ..llm.fingerprint import file_hash, fingerprint
+from ..paths import cache_root
+from .common import (
+    hardware_args,
+    last_checkpoint,
+    loss_history,
+    plot_losses,
+    time_budget_callback,
+    write_card,
+)
+
+log = logging.getLogger("saferinstruct")
+
+# Settings that change the trained weights (and so the cache key). max_minutes is not
+# one of them on purpose: a budget-stopped model is marked as such in its card.
+_KEY_FIELDS = (
+    "base_model", "instruction_column", "response_column", "max_pairs", "validation_fraction",
+    "max_response_tokens", "lora", "learning_rate", "batch_size", "epochs", "seed",
+)  # fmt: skip
+
+
+def split_of(pair_id: str, validation_fraction: float) -> str:
+    """'validation' or 'train', stable for a given id (hash based, not row order)."""
+    h = int(hashlib.sha1(str(pair_id).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "validation" if h < validation_fraction else "train"
+
+
+def load_pairs(cfg: ReverseTrainConfig, split: str) -> list[dict[str, str]]:
+    """The (id, instruction, response) pairs of one split, in a seeded shuffled order."""
+    columns = {"instruction": cfg.instruction_column, "response": cfg.response_column}
+    rows = [
+        {"id": str(r["group_id"]), "instruction": r["instruction"], "response": r["response"]}
+        for r in _with_group_ids(read_records(cfg.path, columns=columns))
+        if r["instruction"] and r["response"]
+    ]
+    rows = [r for r in rows if split_of(r["id"], cfg.validation_fraction) == split]
+    random.Random(cfg.seed).shuffle(rows)
+    return rows
+
+
+def _with_group_ids(records: Any) -> Any:
+    """Split key: the file's own `id` (shared by a prompt's answers), else the row id."""
+    for r in records:
+        r["group_id"] = r.get("id")
+        yield r
+
+
+def reverse_prompt(response: str, tokenizer: Any, max_tokens: int) -> str:
+    """The paper's template around a response cut to `max_tokens` tokens."""
+    ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if len(ids) > max_tokens:
+        response = tokenizer.decode(ids[:max_tokens])
+    return prompts.fill(prompts.load("reverse"), output=response)
+
+
+def build_dataset(pairs: list[dict[str, str]], tokenizer: Any, max_tokens: int) -> Any:
+    """TRL prompt-completion format: loss on the completion (the instruction) only."""
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [
+            {
+                "prompt": reverse_prompt(p["response"], tokenizer, max_tokens),
+                "completion": p["instruction"].strip(),
+            }
+            for p in pairs
+        ]
+    )
+
+
+def model_key(cfg: ReverseTrainConfig) -> str:
+    """Hash of base model identity, data file content and weight-changing settings."""
+    settings = {k: getattr(cfg, k) for k in _KEY_FIELDS}
+    settings["base_model"] = fingerprint(cfg.base_model)
+    settings["data"] = file_hash(Path(cfg.path))
+    blob = json.dumps(settings, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def model_dir(cfg: ReverseTrainConfig) -> Path:
+    """Where the trained reverse model for these settings lives (it may not exist yet)."""
+    return cache_root() / "reverse" / model_key(cfg)
+
+
+def trained_model(cfg: ReverseTrainConfig) -> Path | None:
+    """The finished model directory for these settings, if already trained."""
+    final = model_dir(cfg) / "model"
+    return final if (final / "config.json").exists() else None
+
+
+def train_reverse(cfg: ReverseTrainConfig, out_dir: Path | None = None) -> Path:
+    """Train (or resume, or reuse) the reverse model; returns the HF model directory."""
+    work = Path(out_dir) if out_dir else model_dir(cfg)
+    final = work / "model"
+    if (final / "config.json").exists():
+        log.info("reverse model already trained: %s", final)
+        return final
+    trainer, budget, n_pairs = make_trainer(cfg, work)
+    resume = last_checkpoint(work / "checkpoints")
+    start = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    minutes = (time.time() - start) / 60
+    _save_final(trainer, trainer.processing_class, final, cfg.lora)
+    points = loss_history(trainer.state.log_history)
+    plot_losses(points, work / "loss.png", "reverse-train loss")
+    write_card(
+        work / "README.md",
+        "Reverse model (P(instruction | response))",
+        {
+            "data": {"path": cfg.path, "train_pairs": n_pairs, "split": "by id"},
+            "hyper-parameters": asdict(cfg),
+            "training": {
+                "steps": trainer.state.global_step,
+                "minutes": round(minutes, 2),
+                "resumed_from": resume,
+                "stopped_by_budget": budget.stopped_early,
+                "hardware": hardware_args(),
+            },
+            "loss": points,
+            "loss curve": "![loss](loss.png)",
+        },
+    )
+    (work / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    return final
+
+
+def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:
+    """The TRL SFTTrainer for these settings (not yet trained), its budget, pair count."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from ..llm.local import resolve_model_path
+
+    base = resolve_model_path(cfg.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train_pairs = load_pairs(cfg, "train")[: cfg.max_pairs]
+    if not train_pairs:
+        raise BadInput(f"reverse_train.path: no training pairs in {cfg.path}")
+    dataset = build_dataset(train_pairs, tokenizer, cfg.max_response_tokens)
+    hw = hardware_args()
+    dtype = torch.bfloat16 if hw["bf16"] else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
+    steps_per_epoch = max(1, -(-len(train_pairs) // cfg.batch_size))
+    args = SFTConfig(
+        output_dir=str(work / "checkpoints"),
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        lr_scheduler_type="cosine",
+        warmup_steps=min(10, steps_per_epoch // 10),
+        max_length=cfg.max_response_tokens + 160,
+        completion_only_loss=True,
+        train_sampling_strategy="group_by_length",
+        logging_steps=max(1, steps_per_epoch // 20),
+        save_strategy="steps",
+        save_steps=max(5, steps_per_epoch // 5),
+        save_total_limit=1,
+        report_to=[],
+        seed=cfg.seed,
+        disable_tqdm=True,
+        **hw,
+    )
+    budget = time_budget_callback(cfg.max_minutes)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_lora_config() if cfg.lora else None,
+        callbacks=[budget],
+    )
+    return trainer, budget, len(train_pairs)
+
+
+def _lora_config() -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=16,
+        lora_alpha=32,
+        lora_dropout=0.0,
+        target_modules=[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+        task_type="CAUSAL_LM",
+    )
+
+
+def _save_final(trainer: Any, tokenizer: Any, final: Path, lora: bool) -> None:
+    """Save a normal HF directory (LoRA merged), atomically."""
+    model = trainer.model
+    if lora:
+        model = model.merge_and_unload()
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)

@@ -1,0 +1,116 @@
+"""Reversed instruction tuning on a tiny slice of the shipped AlpacaEval pairs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from saferinstruct.config import ReverseTrainConfig
+from saferinstruct.paths import data_dir
+from saferinstruct.train.reverse import (
+    load_pairs,
+    make_trainer,
+    model_key,
+    split_of,
+    train_reverse,
+    trained_model,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_pairs(tmp_path, n=4):
+    """A few real AlpacaEval pairs with short outputs, so steps are quick."""
+    rows = []
+    with gzip.open(data_dir() / "alpacaeval" / "pairs.jsonl.gz", "rt") as f:
+        for line in f:
+            r = json.loads(line)
+            if len(r["output"]) < 200 and split_of(str(r["id"]), 0.1) == "train":
+                rows.append(r)
+            if len(rows) == n:
+                break
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, rows
+
+
+def small_cfg(path, **kw):
+    base = dict(
+        path=str(path),
+        max_pairs=4,
+        batch_size=4,
+        max_response_tokens=48,
+        learning_rate=2e-4,
+        epochs=3.0,
+        validation_fraction=0.1,
+    )
+    base.update(kw)
+    return ReverseTrainConfig(**base)
+
+
+def test_split_is_by_id_and_stable():
+    cfg = ReverseTrainConfig(path=str(data_dir() / "alpacaeval" / "pairs.jsonl.gz"))
+    train = load_pairs(cfg, "train")
+    val = load_pairs(cfg, "validation")
+    assert not {p["id"] for p in train} & {p["id"] for p in val}
+    assert (
+        0.05
+        < len({p["id"] for p in val}) / len({p["id"] for p in train} | {p["id"] for p in val})
+        < 0.15
+    )
+    assert [p["id"] for p in load_pairs(cfg, "validation")] == [p["id"] for p in val]
+
+
+def test_only_completion_tokens_carry_loss(tmp_path):
+    path, rows = tiny_pairs(tmp_path)
+    trainer, _, _ = make_trainer(small_cfg(path), tmp_path / "w")
+    example = trainer.train_dataset[0]
+    batch = trainer.data_collator([example])
+    labels = batch["labels"][0].tolist()
+    ids = batch["input_ids"][0].tolist()
+    supervised = [t for t, lab in zip(ids, labels, strict=True) if lab != -100]
+    tok = trainer.processing_class
+    text = tok.decode(supervised)
+    instructions = {r["instruction"].strip() for r in rows}
+    assert text.endswith(tok.eos_token)
+    assert text[: -len(tok.eos_token)] in instructions
+    # every prompt token (the template and the response) is masked
+    first = labels.index(next(lab for lab in labels if lab != -100))
+    assert "### Instruction:" in tok.decode(ids[:first])
+    assert all(lab == -100 for lab in labels[:first])
+
+
+def test_training_lowers_loss_changes_weights_and_is_reused(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from saferinstruct.llm.embedded import ensure_converted
+
+    path, _ = tiny_pairs(tmp_path)
+    cfg = small_cfg(path, lora=True, learning_rate=2e-3)
+    out = train_reverse(cfg, tmp_path / "rev")
+    log = json.loads((tmp_path / "rev" / "train_log.json").read_text())
+    losses = [e["loss"] for e in log if "loss" in e]
+    assert len(losses) >= 2 and losses[-1] < losses[0]
+    assert (tmp_path / "rev" / "loss.png").stat().st_size > 1000
+    assert "train_pairs" in (tmp_path / "rev" / "README.md").read_text()
+    new = load_file(str(out / "model.safetensors"))
+    old = load_file(str(ensure_converted() / "model.safetensors"))
+    name = next(k for k in new if "q_proj.weight" in k)
+    assert not torch.equal(new[name], old[name])
+    assert not (out.parent / "checkpoints").exists()
+    # a second call with the same settings reuses the model instead of training again
+    mtime = (out / "model.safetensors").stat().st_mtime
+    assert train_reverse(cfg, tmp_path / "rev") == out
+    assert (out / "model.safetensors").stat().st_mtime == mtime
+
+
+def test_cache_key_depends_on_settings(tmp_path):
+    path, _ = tiny_pairs(tmp_path)
+    a = small_cfg(path)
+    assert model_key(a) == model_key(small_cfg(path))
+    assert model_key(a) != model_key(small_cfg(path, learning_rate=1e-3))
+    assert model_key(a) == model_key(small_cfg(path, max_minutes=5.0))
+    assert trained_model(small_cfg(path, seed=123)) is None
