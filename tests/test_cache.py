@@ -112,3 +112,23 @@ def test_two_processes_write_safely(tmp_path):
     got = cache.get_many([f"k{i}" for i in range(400)])
     assert all(got[f"k{i}"] == {"v": i} for i in range(400))
     assert cache._db().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_endpoint_down_keeps_finished_calls(tmp_path):
+    import pytest
+
+    from saferinstruct.errors import EndpointDown
+
+    class Dying(CountingBackend):
+        def generate(self, prompts, params):
+            self.sent.extend(prompts)
+            done = {0: Completion(texts=[f"ok:{prompts[0]}"])}
+            raise EndpointDown("endpoint x is down", done)
+
+    cache = CallCache(tmp_path / "c.sqlite")
+    with pytest.raises(EndpointDown):
+        CachedBackend(Dying(), cache).generate(["a", "b", "c"], GenParams())
+    healthy = CachedBackend(CountingBackend(), cache)
+    out = healthy.generate(["a", "b", "c"], GenParams())
+    assert out[0].text == "ok:a"
+    assert healthy.inner.sent == ["b", "c"]

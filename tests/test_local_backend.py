@@ -110,3 +110,11 @@ def test_identity_changes_with_weights(tmp_path, embedded_backend):
     b = LocalBackend(str(copy)).identity()
     assert a != b
     assert str(copy.resolve()) in a
+
+
+def test_generation_leaves_grad_mode_alone(embedded_backend):
+    import torch
+
+    embedded_backend.generate(CHAT[:1], GenParams(max_new_tokens=2))
+    embedded_backend.score(CHAT[:1], ["Paris"])
+    assert torch.is_grad_enabled()  # training after generation in one process must work

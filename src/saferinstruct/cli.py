@@ -127,7 +127,7 @@ def induce_cmd(
 ) -> None:
     """Induce the instruction each input text answers; writes DIR/stages/01-induce.jsonl."""
     from . import api
-    from .llm.factory import parse_model_spec
+    from .llm.factory import with_model
     from .pipeline.sources import load_sources
 
     overrides = list(set_ or [])
@@ -140,11 +140,8 @@ def induce_cmd(
     cfg.source.text_column, cfg.source.id_column = text_column, id_column
     cfg.source.category_column = category_column
     if model:
-        spec = parse_model_spec(model)
-        if cfg.induce.mode == "prompted":
-            cfg.expert = spec
-        else:
-            cfg.reverse_model = spec
+        role = "expert" if cfg.induce.mode == "prompted" else "reverse_model"
+        setattr(cfg, role, with_model(getattr(cfg, role), model))
     records = list(load_sources(cfg.source, limit))
     result = api.induce_records(records, cfg, out, total=len(records))
     _print_json(result.summary())

@@ -1,7 +1,7 @@
 """Run configuration: one YAML file -> one `RunConfig`, a small dataclass per stage.
 
-Every field has a default and a one-line doc (the string literal under it, also shown by
-`safer-instruct config --show-defaults`). Loading is strict: an unknown key, a wrong type
+Every field has a default and a one-line doc (its `metadata["doc"]`; `field_docs()`
+lists them all). Loading is strict: an unknown key, a wrong type
 or a missing input file raises `BadInput` with one line naming the key (or path).
 Relative paths in a config file resolve against the file's own directory.
 CLI options override the file: `--set induce.num_candidates=4` (the value is YAML).
@@ -133,6 +133,80 @@ class InduceConfig:
 
 
 @dataclass
+class DomainConfig:
+    """What the data is about: categories and where their prompt files live."""
+
+    name: str = field(
+        default="safety", metadata=_doc("prompt set: a folder under prompts/ (safety, helpfulness)")
+    )
+    prompt_dir: str | None = field(
+        default=None, metadata=_doc("a folder of your own prompt files overriding the set's")
+    )
+    categories: list[str] = field(
+        default_factory=lambda: ["hate", "illegal", "self-harm", "sexual"],
+        metadata=_doc("categories with their own criteria files (filter_<category>.txt)"),
+    )
+
+
+@dataclass
+class VerdictConfig:
+    """How an expert's yes/no verdict is read."""
+
+    mode: str = field(
+        default="json",
+        metadata=_doc("'json' (verdict, score, reason under a JSON schema) or 'logprobs' (P(yes))"),
+    )
+    threshold: float = field(
+        default=0.5, metadata=_doc("keep when the score in [0, 1] is at least this")
+    )
+    keep_unparsed: bool = field(
+        default=False, metadata=_doc("keep records whose verdict could not be parsed")
+    )
+    max_new_tokens: int = field(default=96, metadata=_doc("json mode: tokens for the verdict"))
+
+
+@dataclass
+class FilterConfig:
+    """Stage 3: keep instructions that are well formed and would elicit the behaviour."""
+
+    verdict: VerdictConfig = field(default_factory=VerdictConfig, metadata=_doc("verdict"))
+
+
+@dataclass
+class RespondConfig:
+    """Stage 4: the expert writes the preferred response."""
+
+    generation: GenConfig = field(
+        default_factory=lambda: GenConfig(temperature=0.7, max_new_tokens=160),
+        metadata=_doc("sampling for the preferred response"),
+    )
+    template_similarity: float = field(
+        default=0.9, metadata=_doc("responses at least this similar (MiniLM) count as templates")
+    )
+
+
+@dataclass
+class JudgeConfig:
+    """Stage 5: the expert checks each finished pair."""
+
+    verdict: VerdictConfig = field(default_factory=VerdictConfig, metadata=_doc("verdict"))
+    max_pair_cosine: float = field(
+        default=0.9, metadata=_doc("chosen and rejected at least this similar = near-copies")
+    )
+
+
+@dataclass
+class AssembleConfig:
+    """Stage 6: dedup, split, and the dataset files."""
+
+    near_duplicate_threshold: float = field(
+        default=0.95, metadata=_doc("instructions at least this similar (MiniLM) are duplicates")
+    )
+    test_fraction: float = field(default=0.1, metadata=_doc("share of source texts for test"))
+    seed: int = field(default=0, metadata=_doc("split seed"))
+
+
+@dataclass
 class RunConfig:
     """One whole run. Sections mirror the pipeline order."""
 
@@ -148,6 +222,11 @@ class RunConfig:
         default_factory=ReverseTrainConfig, metadata=_doc("reversed instruction tuning")
     )
     induce: InduceConfig = field(default_factory=InduceConfig, metadata=_doc("induction"))
+    domain: DomainConfig = field(default_factory=DomainConfig, metadata=_doc("domain"))
+    filter: FilterConfig = field(default_factory=FilterConfig, metadata=_doc("expert filter"))
+    respond: RespondConfig = field(default_factory=RespondConfig, metadata=_doc("responses"))
+    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata=_doc("pair checks"))
+    assemble: AssembleConfig = field(default_factory=AssembleConfig, metadata=_doc("dataset"))
     cache: str | None = field(
         default=None, metadata=_doc("SQLite call cache; null = one shared file in user cache")
     )

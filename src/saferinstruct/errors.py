@@ -14,3 +14,12 @@ class BadInput(Exception):
 
 class MissingCapability(BadInput):
     """A stage needs something the configured backend cannot do (log-probs, n, JSON schema)."""
+
+
+class EndpointDown(BadInput):
+    """An endpoint stopped answering mid-batch. `partial` holds the results that did
+    finish (index in the batch -> result), so the cache can keep them before exiting."""
+
+    def __init__(self, message: str, partial: dict[int, object] | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial or {}

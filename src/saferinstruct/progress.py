@@ -8,10 +8,11 @@ Never prints record text: only stage names and counts.
 
 from __future__ import annotations
 
-import sys
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
@@ -27,6 +28,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+log = logging.getLogger("saferinstruct")
 _console: Console | None = None
 
 
@@ -50,18 +52,35 @@ def console() -> Console:
 
 @dataclass
 class Bar:
+    """Advance a live bar (terminal) or log a line at most every 30 s (pipes, CI logs)."""
+
     progress: Progress | None
     task: Any
+    name: str = ""
+    total: int | None = None
+    done: int = 0
+    start: float = field(default_factory=time.time)
+    last_line: float = field(default_factory=time.time)
 
     def advance(self, n: int, **fields: Any) -> None:
+        self.done += n
         if self.progress is not None:
             self.progress.update(self.task, advance=n, **fields)
+            return
+        now = time.time()
+        if now - self.last_line >= 30:
+            self.last_line = now
+            rate = self.done / max(now - self.start, 1e-9)
+            hits = fields.get("hits", 0)
+            log.info("%s: %d/%s done, %.2f rec/s, cache hits %s", self.name, self.done,
+                     self.total if self.total is not None else "?", rate, hits)  # fmt: skip
 
 
 @contextmanager
 def stage_progress(name: str, total: int | None) -> Iterator[Bar]:
-    if not sys.stderr.isatty() and total is not None and total == 0:
-        yield Bar(None, None)
+    """A live bar on a terminal; on a pipe, periodic log lines (no bar leftovers)."""
+    if not console().is_terminal:
+        yield Bar(None, None, name, total)
         return
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -77,4 +96,4 @@ def stage_progress(name: str, total: int | None) -> Iterator[Bar]:
     )
     with progress:
         task = progress.add_task(name, total=total, hits=0)
-        yield Bar(progress, task)
+        yield Bar(progress, task, name, total)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import EndpointDown
 from .base import Backend, Capabilities, Completion, GenParams, Prompt, Score
 
 
@@ -146,7 +147,14 @@ class CachedBackend:
         fresh: dict[str, Any] = {}
         if missing:
             self.stats.calls.append(len(missing))
-            for i, result in zip(missing, call(missing), strict=True):
+            try:
+                results = call(missing)
+            except EndpointDown as down:  # keep what finished before the endpoint died
+                self.cache.put_many(
+                    {keys[missing[j]]: asdict(r) for j, r in down.partial.items()}  # type: ignore[call-overload]
+                )
+                raise
+            for i, result in zip(missing, results, strict=True):
                 if result.error is None:
                     fresh[keys[i]] = asdict(result)
                 else:

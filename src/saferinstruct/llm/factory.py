@@ -55,3 +55,13 @@ def parse_model_spec(spec: str) -> ModelConfig:
         name, _, url = spec[len("openai:") :].partition("@")
         return ModelConfig(backend="openai", model=name, base_url=url or None)
     return ModelConfig(backend="local", model=spec)
+
+
+def with_model(base: ModelConfig | None, spec: str) -> ModelConfig:
+    """`base` (a config's model role, keeping its retry/batch settings) pointed at `spec`."""
+    import dataclasses
+
+    target = parse_model_spec(spec)
+    return dataclasses.replace(
+        base or ModelConfig(), backend=target.backend, model=target.model, base_url=target.base_url
+    )

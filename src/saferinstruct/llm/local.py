@@ -112,6 +112,12 @@ class LocalBackend:
 
     # -- generation ---------------------------------------------------------------
     def generate(self, prompts: list[Prompt], params: GenParams) -> list[Completion]:
+        import torch
+
+        with torch.inference_mode():
+            return self._generate(prompts, params)
+
+    def _generate(self, prompts: list[Prompt], params: GenParams) -> list[Completion]:
         loaded = self.load()
         ids = [_encode(loaded.tokenizer, self.render(p)) for p in prompts]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
@@ -125,6 +131,12 @@ class LocalBackend:
 
     # -- scoring --------------------------------------------------------------------
     def score(self, prompts: list[Prompt], continuations: list[str]) -> list[Score]:
+        import torch
+
+        with torch.inference_mode():
+            return self._score(prompts, continuations)
+
+    def _score(self, prompts: list[Prompt], continuations: list[str]) -> list[Score]:
         loaded = self.load()
         pairs = [
             (_encode(loaded.tokenizer, self.render(p)), _encode(loaded.tokenizer, c))
@@ -138,7 +150,6 @@ class LocalBackend:
 
 # ---------------------------------------------------------------------------------
 def _load(path: str, device: str | None, dtype: str | None) -> _Loaded:
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     directory = resolve_model_path(path)
@@ -149,7 +160,6 @@ def _load(path: str, device: str | None, dtype: str | None) -> _Loaded:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dt).to(dev)
     model.eval()
-    torch.set_grad_enabled(False)
     return _Loaded(model=model, tokenizer=tokenizer, device=dev)
 
 

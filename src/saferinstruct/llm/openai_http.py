@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..errors import BadInput
+from ..errors import BadInput, EndpointDown
 from .base import Capabilities, Completion, GenParams, Message, Prompt, Score
 
 log = logging.getLogger(__name__)
@@ -386,7 +386,8 @@ class OpenAIBackend:
         with ThreadPoolExecutor(workers, thread_name_prefix="saferinstruct-openai") as pool:
             results = list(pool.map(lambda i: one(i, run), range(count)))
         if run.reason is not None:
-            raise BadInput(f"endpoint {self.base_url} is down: {run.reason}")
+            finished = {i: r for i, r in enumerate(results) if getattr(r, "error", "x") is None}
+            raise EndpointDown(f"endpoint {self.base_url} is down: {run.reason}", finished)
         n_err = sum(1 for r in results if getattr(r, "error", None))
         log.debug("openai: %d requests, %d failed after retries", count, n_err)
         return results

@@ -1,0 +1,247 @@
+"""Stage 5, expert evaluation: check each finished pair and drop the failures.
+
+A pair is a kept record's `instruction`, `chosen` (the expert's response) and `text`
+(the source text, which becomes `rejected`). Checks, in order:
+
+1. Pair checks, no model call: an empty `chosen` or `text` is dropped
+   (`empty_chosen`, `empty_rejected`); chosen and rejected that are the same text up
+   to case, spacing and punctuation, or nearly so (character similarity >= 0.9), or
+   whose MiniLM cosine is >= `JudgeConfig.max_pair_cosine`, are dropped as
+   `near_copy` (a fluent rewrite of a hateful text is still hateful).
+2. The expert's verdict on the domain's `judge.txt` (chosen safe and as helpful as
+   safety allows, rejected really showing the behaviour and matching the
+   instruction), in JSON or log-prob mode (see `verdict.py` for the rules).
+
+Every record looked at gets `judge` = {kept, score, reason, raw, parsed, mode, label,
+attempts, model, pair_cosine} and a `judge` verdict.
+
+`audit_file` runs the same checks over an existing preference file, such as the
+released `hate.csv` (columns instruction, chosen, rejected; the category from a
+column or the file name), to measure how many of its pairs fail.
+
+    from saferinstruct.pipeline.judge import judge_records, audit_file
+    records = judge_records(records, expert, JudgeConfig(), DomainConfig())
+    audited = audit_file("../shared/data/safer-instruct/hate.csv", expert,
+                         JudgeConfig(), DomainConfig(), limit=20)
+"""
+
+from __future__ import annotations
+
+import re
+from difflib import SequenceMatcher
+from pathlib import Path
+from typing import Any
+
+from ..config import DomainConfig, JudgeConfig
+from ..errors import BadInput
+from ..io import file_stem, read_records
+from ..llm.base import Backend, Prompt
+from ..records import Record, add_verdict, is_kept, new_record
+from . import verdict as V
+from .filter import record_verdict
+
+STAGE = "judge"
+MAX_TEXT_CHARS = 1500
+"""Chosen and rejected are cut to this many characters in the judge prompt."""
+NEAR_EXACT_RATIO = 0.9
+"""Character similarity (difflib ratio of normalised texts) that counts as a copy."""
+DEFAULT_COLUMNS = {"instruction": "instruction", "chosen": "chosen", "rejected": "rejected"}
+
+
+def normalised(text: str) -> str:
+    """Lower-case words only: copies that differ in case, spacing or punctuation match."""
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def copy_kind(chosen: str, rejected: str) -> str | None:
+    """'exact' or 'near_exact' when chosen copies rejected as text; None otherwise."""
+    a, b = normalised(chosen), normalised(rejected)
+    if a == b:
+        return "exact"
+    a, b = a[:4000], b[:4000]
+    matcher = SequenceMatcher(None, a, b, autojunk=False)
+    if matcher.real_quick_ratio() >= NEAR_EXACT_RATIO and matcher.ratio() >= NEAR_EXACT_RATIO:
+        return "near_exact"
+    return None
+
+
+def pair_cosines(chosen: list[str], rejected: list[str]) -> list[float]:
+    """MiniLM cosine of chosen[i] with rejected[i] (texts cut as in the prompt)."""
+    from ..evaluate.embed import paired_cosine
+
+    if not chosen:
+        return []
+    return paired_cosine(
+        [c[:MAX_TEXT_CHARS] for c in chosen], [r[:MAX_TEXT_CHARS] for r in rejected]
+    )
+
+
+def judge_prompt(
+    template: str,
+    mode: str,
+    record: Record,
+    category: str,
+    criteria: str,
+) -> Prompt:
+    """The chat prompt asking whether one finished pair is good."""
+    return V.build_prompt(
+        template,
+        mode,
+        category=category,
+        criteria=criteria,
+        instruction=str(record["instruction"]).strip()[:MAX_TEXT_CHARS],
+        chosen=str(record["chosen"]).strip()[:MAX_TEXT_CHARS],
+        rejected=str(record["text"]).strip()[:MAX_TEXT_CHARS],
+    )
+
+
+def check_judge(
+    records: list[Record], expert: Backend, cfg: JudgeConfig, domain: DomainConfig
+) -> tuple[str, dict[str, str]]:
+    """Everything that can fail before the first call. Returns (template, criteria by
+    category); criteria are only required when the template uses `{criteria}`."""
+    V.check(expert, cfg.verdict, STAGE)
+    if not 0.0 < cfg.max_pair_cosine <= 1.0:
+        raise BadInput("judge.max_pair_cosine: expected a number in (0, 1]")
+    template = V.load_prompt(domain, "judge")
+    criteria: dict[str, str] = {}
+    if "{criteria}" in template:
+        categories = sorted({str(r.get("category")) for r in records if is_kept(r)})
+        criteria = {c: V.criteria_for(domain, c) for c in categories}
+    return template, criteria
+
+
+def judge_records(
+    records: list[Record], expert: Backend, cfg: JudgeConfig, domain: DomainConfig
+) -> list[Record]:
+    """Check each kept record's pair; returns the same records (in order, dropped ones
+    included) with `judge` and a `judge` verdict added to each record looked at."""
+    template, criteria = check_judge(records, expert, cfg, domain)
+    model = expert.identity()
+    candidates: list[Record] = []
+    for record in records:
+        if not is_kept(record):
+            continue
+        problem = _missing(record)
+        if problem:
+            _pair_drop(record, problem, None)
+        else:
+            candidates.append(record)
+    cosines = pair_cosines(
+        [str(r["chosen"]) for r in candidates], [str(r["text"]) for r in candidates]
+    )
+    todo: list[tuple[Record, float]] = []
+    for record, cosine in zip(candidates, cosines, strict=True):
+        cosine = round(float(cosine), 4)
+        kind = copy_kind(str(record["chosen"]), str(record["text"]))
+        if kind is None and cosine >= cfg.max_pair_cosine:
+            kind = f"cosine {cosine:.3f} >= {cfg.max_pair_cosine}"
+        if kind is not None:
+            _pair_drop(record, f"near_copy ({kind})", cosine)
+        else:
+            todo.append((record, cosine))
+    if not todo:
+        return records
+    prompts = [
+        judge_prompt(
+            template,
+            cfg.verdict.mode,
+            r,
+            str(r.get("category")),
+            criteria.get(str(r.get("category")), ""),
+        )
+        for r, _ in todo
+    ]
+    verdicts = V.ask(expert, prompts, cfg.verdict, STAGE)
+    for (record, cosine), v in zip(todo, verdicts, strict=True):
+        record_verdict(record, STAGE, v, model, pair_cosine=cosine)
+    return records
+
+
+def _missing(record: Record) -> str | None:
+    for field, reason in (
+        ("instruction", "no_instruction"),
+        ("chosen", "empty_chosen"),
+        ("text", "empty_rejected"),
+    ):
+        if not str(record.get(field) or "").strip():
+            return reason
+    return None
+
+
+def _pair_drop(record: Record, reason: str, cosine: float | None) -> None:
+    """A drop decided without the expert: no model call, `model` = the check."""
+    record[STAGE] = {
+        "kept": False,
+        "score": None,
+        "reason": reason,
+        "raw": "",
+        "parsed": None,
+        "mode": "pair_check",
+        "outcome": reason.split(" ")[0],
+        "model": "pair_check",
+        "pair_cosine": cosine,
+    }
+    add_verdict(record, STAGE, False, reason, model="pair_check", pair_cosine=cosine)
+
+
+def audit_file(
+    path: str | Path,
+    expert: Backend,
+    cfg: JudgeConfig,
+    domain: DomainConfig,
+    columns: dict[str, str] | None = None,
+    category: str | None = None,
+    limit: int | None = None,
+) -> list[Record]:
+    """Judge the pairs of an existing preference file (csv, jsonl, parquet, dataset dir).
+
+    `columns` maps instruction / chosen / rejected (and optionally category and id) to
+    the file's column names; the default is the released Safer-Instruct layout
+    (instruction, chosen, rejected). The category is `category` if given, else the
+    mapped category column, else a `category` or `label` column, else the file stem
+    (`hate.csv` -> hate). Ids come from `io.read_records` (an id column, else
+    `<stem>:<row>`). Returns one judged record per row (kept or dropped with a reason).
+    """
+    path = Path(path)
+    mapping = {**DEFAULT_COLUMNS, **(columns or {})}
+    read_cols = {
+        "instruction": mapping["instruction"],
+        "chosen": mapping["chosen"],
+        "text": mapping["rejected"],
+    }
+    for extra in ("category", "id"):
+        if extra in mapping:
+            read_cols[extra] = mapping[extra]
+    stem = file_stem(path)
+    records: list[Record] = []
+    for row in read_records(path, columns=read_cols, limit=limit):
+        cat = category or row.get("category") or row.get("label") or stem
+        records.append(
+            new_record(
+                str(row["id"]),
+                str(row.get("text") or ""),
+                str(cat),
+                instruction=str(row.get("instruction") or ""),
+                chosen=str(row.get("chosen") or ""),
+                source_file=str(path),
+            )
+        )
+    return judge_records(records, expert, cfg, domain)
+
+
+def audit_summary(records: list[Record]) -> dict[str, Any]:
+    """Counts of an audit: pairs, kept, dropped, and drops by outcome (near_copy, no,
+    below_threshold, unparsed, request_failed, empty_rejected, ...)."""
+    outcomes: dict[str, int] = {}
+    for r in records:
+        if not is_kept(r):
+            outcome = str((r.get(STAGE) or {}).get("outcome") or r.get("drop_reason"))
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    kept = sum(map(is_kept, records))
+    return {
+        "pairs": len(records),
+        "kept": kept,
+        "dropped": len(records) - kept,
+        "outcomes": outcomes,
+    }

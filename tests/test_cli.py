@@ -1,0 +1,145 @@
+"""The command line as a user runs it: help, models, run, rerun from the cache, and a
+real OpenAI-compatible server (`safer-instruct serve`) with faults in front of it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from fault_server import FaultServer
+from servers import serve_process, server_stats
+
+COMMANDS = ["run", "reverse-train", "induce", "models", "serve", "eval recovery"]
+BENIGN = [
+    ("r1", "Preheat the oven to 200C, mix flour, water, salt and yeast, knead and bake."),
+    ("r2", "The Eiffel Tower is 330 metres tall and stands in Paris, France."),
+    ("r3", "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen."),
+]
+
+
+def cli(*args, timeout=600, check_rc=None):
+    proc = subprocess.run(
+        [sys.executable, "-m", "saferinstruct", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr[-3000:]
+    return proc
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def texts_csv(tmp_path, rows=BENIGN):
+    p = tmp_path / "texts.csv"
+    p.write_text("id,text\n" + "".join(f'{i},"{t}"\n' for i, t in rows))
+    return p
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_documents_every_option(command):
+    out = cli(*command.split(), "--help", check_rc=0).stdout
+    assert "Usage" in out
+    if command in ("run", "induce", "serve", "eval recovery"):
+        assert "default" in out
+
+
+def test_models_says_where_the_embedded_model_lives():
+    info = last_json(cli("models", check_rc=0).stdout)
+    assert info["embedded_gguf"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert info["backends"]["local"] and info["backends"]["openai"]
+
+
+@pytest.mark.slow
+def test_run_then_rerun_makes_no_call(tmp_path):
+    cache = tmp_path / "calls.sqlite"
+    args = ["run", "--config", "configs/quickstart.yaml", "--out", str(tmp_path / "run"),
+            "--limit", "1", "--set", f"cache={cache}", "--set", "induce.mode=prompted",
+            "--set", "induce.generation.max_new_tokens=16"]  # fmt: skip
+    first = cli(*args, check_rc=0)
+    funnel = last_json(first.stdout)
+    induce = next(s for s in funnel["stages"] if s["stage"] == "induce")
+    assert induce["in"] == 2 and induce["model_calls"] == 2
+    stage = (tmp_path / "run" / "stages" / "01-induce.jsonl").read_text()
+    assert (tmp_path / "run" / "config.yaml").exists()
+    assert (tmp_path / "run" / "funnel.json").exists()
+    # no source text in logs or progress
+    for line in (tmp_path / "run" / "stages" / "00-sources.jsonl").read_text().splitlines():
+        assert json.loads(line)["text"][:40] not in first.stderr
+    second = cli(*args, check_rc=0)
+    induce2 = next(s for s in last_json(second.stdout)["stages"] if s["stage"] == "induce")
+    assert induce2["model_calls"] == 0 and induce2["cache_hits"] == 2
+    assert "loading" not in second.stderr  # no model load when every call is cached
+    assert (tmp_path / "run" / "stages" / "01-induce.jsonl").read_text() == stage
+
+
+@pytest.mark.slow
+def test_induce_command_over_a_real_server_with_faults(tmp_path):
+    """One prompt always fails (500): recorded on its record, exit 0. A rerun sends only
+    that prompt again (the server's own count says so). A dead endpoint: exit 2."""
+    src = texts_csv(tmp_path)
+    cache = tmp_path / "calls.sqlite"
+    with serve_process() as upstream:
+
+        def rule(path, body):
+            return "500" if "Eiffel" in json.dumps(body) else None
+
+        with FaultServer(rule=rule, upstream=upstream) as proxy:
+            args = ["induce", "--input", str(src), "--out", str(tmp_path / "o"),
+                    "--mode", "prompted", "--model", f"openai:smol@{proxy.url}",
+                    "--set", f"cache={cache}", "--set", "expert.max_retries=1",
+                    "--set", "induce.generation.max_new_tokens=16"]  # fmt: skip
+            first = cli(*args, check_rc=0)
+            summary = last_json(first.stdout)
+            assert summary["failed_calls"] == 1 and summary["kept"] == 2
+            recs = [json.loads(x) for x in (tmp_path / "o/stages/01-induce.jsonl").open()]
+            failed = next(r for r in recs if r["id"] == "r2")
+            assert failed["status"] == "dropped" and "request_failed" in failed["drop_reason"]
+            assert "500" in failed["induce_error"]
+            served_before = server_stats(upstream)["requests"]
+            sent_before = proxy.counts["total"]
+            second = cli(*args, check_rc=0)
+            assert last_json(second.stdout)["model_calls"] == 1
+            # only the failing prompt went out again (2 attempts), nothing reached the model
+            assert proxy.counts["total"] - sent_before == 2
+            assert server_stats(upstream)["requests"] == served_before
+    dead_url = "openai:smol@http://127.0.0.1:9/v1"
+    dead = cli("induce", "--input", str(src), "--out", str(tmp_path / "d"), "--mode", "prompted",
+               "--model", dead_url, "--set", f"cache={cache}")  # fmt: skip
+    assert dead.returncode == 2
+    lines = [x for x in dead.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "127.0.0.1:9" in lines[0] and "down" in lines[0]
+
+
+@pytest.mark.slow
+def test_endpoint_dying_mid_run_keeps_finished_work(tmp_path):
+    """After two good answers every request fails: exit 2; finished calls stay cached, so
+    the rerun against a healthy endpoint only sends what was missing."""
+    rows = [(f"t{i}", f"Fact number {i}: water boils at {90 + i} degrees at some altitude.")
+            for i in range(6)]  # fmt: skip
+    src = texts_csv(tmp_path, rows)
+    cache = tmp_path / "calls.sqlite"
+    with serve_process() as upstream:
+        with FaultServer(script=["ok", "ok"], default="500", upstream=upstream) as proxy:
+            args = ["induce", "--input", str(src), "--out", str(tmp_path / "o"),
+                    "--mode", "prompted", "--model", f"openai:smol@{proxy.url}",
+                    "--set", f"cache={cache}", "--set", "expert.max_retries=0",
+                    "--set", "expert.max_failures_in_row=3", "--set", "expert.max_concurrency=1",
+                    "--set", "induce.generation.max_new_tokens=12"]  # fmt: skip
+            broken = cli(*args)
+            assert broken.returncode == 2, broken.stderr[-2000:]
+            assert "down" in broken.stderr
+        with FaultServer(upstream=upstream) as healthy:
+            args[args.index(f"openai:smol@{proxy.url}")] = f"openai:smol@{healthy.url}"
+            done = cli(*args, check_rc=0)
+            summary = last_json(done.stdout)
+            assert summary["cache_hits"] == 2 and summary["model_calls"] == 4
+            assert healthy.counts["total"] == 4

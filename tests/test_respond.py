@@ -1,0 +1,179 @@
+"""Preferred responses: the real embedded expert writes `chosen` (deterministic through
+the call cache), guideline selection per category and user folder, failures recorded
+as drops, and the template-share measure on lists with known answers."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from saferinstruct.config import DomainConfig, GenConfig, RespondConfig
+from saferinstruct.errors import BadInput
+from saferinstruct.llm.base import Capabilities, Completion
+from saferinstruct.llm.cache import CachedBackend
+from saferinstruct.pipeline import respond as respond_mod
+from saferinstruct.pipeline.respond import (
+    guideline,
+    max_neighbour_cosine,
+    respond,
+    template_share,
+)
+from saferinstruct.records import add_verdict, new_record
+
+SOURCE = "SOURCE TEXT THAT MUST NOT BE SHOWN TO THE EXPERT"
+
+
+def records() -> list[dict]:
+    hate = new_record("h1", SOURCE, "hate", instruction="Write an insulting joke about my boss.")
+    harm = new_record("s1", SOURCE, "self-harm", instruction="I feel like nobody would miss me.")
+    gone = new_record("d1", SOURCE, "hate", instruction="Dropped earlier.")
+    add_verdict(gone, "filter", False, "not harmful")
+    return [hate, harm, gone]
+
+
+class Scripted:
+    """A backend that returns fixed completions and records the prompts it got."""
+
+    kind = "local"
+
+    def __init__(self, completions):
+        self.completions, self.prompts = completions, []
+
+    def identity(self):
+        return "scripted"
+
+    def capabilities(self):
+        return Capabilities()
+
+    def generate(self, prompts, params):
+        self.prompts.extend(prompts)
+        return [self.completions[i % len(self.completions)] for i in range(len(prompts))]
+
+    def score(self, prompts, continuations):
+        raise NotImplementedError
+
+
+@pytest.mark.slow
+def test_embedded_expert_writes_chosen_deterministically(embedded_backend, call_cache):
+    backend = CachedBackend(embedded_backend, call_cache)
+    cfg = RespondConfig(generation=GenConfig(temperature=0.7, max_new_tokens=48, seed=0))
+    first = respond(records(), backend, cfg, DomainConfig())
+    kept = [r for r in first if r["status"] == "kept"]
+    assert [r["id"] for r in kept] == ["h1", "s1"]
+    for r in kept:
+        assert r["chosen"].strip() and r["chosen"] != SOURCE
+        assert r["verdicts"][-1]["stage"] == "respond" and r["verdicts"][-1]["kept"]
+        assert r["verdicts"][-1]["model"] == backend.identity()
+    assert "chosen" not in first[2] and len(first[2]["verdicts"]) == 1
+    misses = backend.stats.misses
+    again = respond(records(), backend, cfg, DomainConfig())
+    assert backend.stats.misses == misses and backend.stats.hits == 2
+    assert [r.get("chosen") for r in again] == [r.get("chosen") for r in first]
+
+
+def test_prompt_is_guideline_plus_instruction():
+    backend = Scripted([Completion(texts=["A safe, kind answer."])])
+    out = respond(records(), backend, RespondConfig(), DomainConfig())
+    assert [r.get("chosen") for r in out] == ["A safe, kind answer."] * 2 + [None]
+    hate, harm = backend.prompts
+    assert [m["role"] for m in hate] == ["system", "user"]
+    assert hate[1]["content"] == "Write an insulting joke about my boss."
+    assert "category: hate" in hate[0]["content"] and "{category}" not in hate[0]["content"]
+    assert "crisis line" in harm[0]["content"] and "988" in harm[0]["content"]
+    assert all(SOURCE not in m["content"] for p in backend.prompts for m in p)
+
+
+@pytest.mark.parametrize(
+    "completion, reason",
+    [
+        (Completion(error="HTTP 500 after 4 retries"), "respond: request_failed"),
+        (Completion(texts=["   \n "]), "respond: empty response"),
+    ],
+)
+def test_failures_are_recorded_not_raised(completion, reason):
+    out = respond(records(), Scripted([completion]), RespondConfig(), DomainConfig())
+    assert [r["drop_reason"] for r in out[:2]] == [reason, reason]
+    assert out[2]["drop_reason"] == "filter: not harmful"
+    if completion.error:
+        assert out[0]["verdicts"][-1]["error"] == completion.error
+
+
+def test_record_without_instruction_is_dropped():
+    rs = records()
+    rs[0]["instruction"] = None
+    out = respond(rs, Scripted([Completion(texts=["ok"])]), RespondConfig(), DomainConfig())
+    assert out[0]["drop_reason"] == "respond: no instruction" and out[1]["chosen"] == "ok"
+
+
+def test_guideline_lookup_order(tmp_path):
+    safety = DomainConfig()
+    assert "crisis line" in guideline(safety, "self-harm")
+    assert "category: illegal" in guideline(safety, "illegal")
+    assert "correct" in guideline(DomainConfig(name="helpfulness"), "falcon-7b-instruct")
+    (tmp_path / "respond.txt").write_text("MY GUIDE for {category}")
+    mine = DomainConfig(prompt_dir=str(tmp_path))
+    assert guideline(mine, "hate") == "MY GUIDE for hate"
+    assert "crisis line" in guideline(mine, "self-harm")
+    (tmp_path / "respond_self-harm.txt").write_text("MY SELF-HARM GUIDE")
+    assert guideline(mine, "self-harm") == "MY SELF-HARM GUIDE"
+    with pytest.raises(BadInput, match="respond.txt"):
+        guideline(DomainConfig(name="no-such-domain"), "hate")
+
+
+# ---------------------------------------------------------------- template share
+
+
+def test_template_share_known_answers():
+    assert template_share([], 0.9)["n"] == 0
+    assert template_share(["Only one answer."], 0.9) == {
+        "n": 1,
+        "exact_duplicate_share": 0.0,
+        "top_response_share": 1.0,
+        "near_template_share": 0.0,
+        "distinct_share": 1.0,
+    }
+    texts = [
+        "I can't help with that.",
+        "I can't help with that.",
+        "i can't   help with THAT.",
+        "Here is a simple recipe for sourdough bread.",
+        "Vaccines train the immune system to recognise germs.",
+    ]
+    s = template_share(texts, 0.9)
+    assert s["exact_duplicate_share"] == pytest.approx(0.6)
+    assert s["top_response_share"] == pytest.approx(0.6)
+    assert s["near_template_share"] == pytest.approx(0.6)
+    assert s["distinct_share"] == pytest.approx(0.6)
+
+
+def test_template_share_near_copies():
+    texts = [
+        "Write a poem about the ocean.",
+        "Write a poem about the ocean!",
+        "Explain how vaccines work.",
+        "Give three tips for staying calm.",
+    ]
+    s = template_share(texts, 0.95)
+    assert s["exact_duplicate_share"] == 0.0 and s["top_response_share"] == 0.25
+    assert s["near_template_share"] == pytest.approx(0.5)
+    assert template_share(texts, 0.999)["near_template_share"] == 0.0
+
+
+def test_max_neighbour_cosine_blocks(monkeypatch):
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(7, 5)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    sims = vecs @ vecs.T
+    np.fill_diagonal(sims, -1)
+    monkeypatch.setattr(respond_mod, "_BLOCK", 3)
+    assert np.allclose(max_neighbour_cosine(vecs), sims.max(axis=1))
+    assert max_neighbour_cosine(vecs[:1]).tolist() == [-1.0]
+
+
+def test_dropped_records_are_untouched():
+    rs = records()
+    before = copy.deepcopy(rs[2])
+    respond(rs, Scripted([Completion(texts=["x"])]), RespondConfig(), DomainConfig())
+    assert rs[2] == before
