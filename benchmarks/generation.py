@@ -17,13 +17,18 @@ directory from `saferinstruct.llm.embedded.ensure_converted()`):
    `CachedBackend(LocalBackend(dir), CallCache(tmp/calls.sqlite))`, cold (model load
    included), then again with a new CachedBackend and a new LocalBackend on the same file:
    it must make no model call and not load the model. Target: cached <= 5% of cold.
-5. drift: the first --drift-n prompts of the naive loop again at the end; a ratio far from
-   1.0 means the machine's load changed during the run (others share these 2 cores).
+5. probes: the naive loop on the first --probe-n prompts again just before each batch size
+   and at the end. Each backend figure is also given against the mean of the two probes
+   that bracket it (`x_bracketing_probes`), and the last probe against the same prompts in
+   the full naive loop (`drift_end_over_start`): far from 1.0 means the machine's load
+   changed during the run (others share these 2 cores). `x_naive_cpu` is the same ratio
+   in CPU seconds of this process, which other load disturbs less than wall time.
 
 Every figure that matters is a ratio against the baseline measured in this run: the
 machines vary and are shared, so absolute tok/s are only indicative.
 
-Run (takes ~15 min on 2 cores; put it in the background and poll):
+Run (15-20 min on 2 idle cores, far longer on a loaded machine; run it in the background
+and poll):
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/generation.py --n 64 --max-new-tokens 64 \
         > runs/bench_generation.json 2> runs/bench_generation.log
@@ -137,12 +142,17 @@ def llama_cpp_stream(prompts: list[list[dict]], max_new: int) -> dict[str, Any] 
         import llama_cpp  # noqa: F401
     except ImportError:
         return None
+    import torch
     from llama_cpp import Llama
 
     from saferinstruct.llm.embedded import gguf_path
 
     llm = Llama(
-        model_path=str(gguf_path()), n_ctx=2048, n_threads=os.cpu_count(), seed=0, verbose=False
+        model_path=str(gguf_path()),
+        n_ctx=2048,
+        n_threads=torch.get_num_threads(),
+        seed=0,
+        verbose=False,
     )
     llm.create_chat_completion(messages=prompts[0], max_tokens=2, temperature=0.0)  # warm-up
     tokens = 0
@@ -227,19 +237,33 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-sizes", default="8,16,32")
     ap.add_argument(
-        "--drift-n", type=int, default=8, help="naive prompts rerun at the end (0: off)"
+        "--probe-n",
+        type=int,
+        default=4,
+        help="naive-loop probe on the first K prompts before each config and at the end (0: off)",
     )
     ap.add_argument("--skip-cache", action="store_true")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch.set_num_threads for the whole run (0: torch's default, one per core); "
+        "1 is far steadier when other jobs share the cores",
+    )
     args = ap.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
 
+    # Import everything up front: a long run must not fail half way on a late import.
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from saferinstruct.llm.base import GenParams
+    from saferinstruct.llm.cache import CachedBackend, CallCache  # noqa: F401
     from saferinstruct.llm.embedded import ensure_converted
     from saferinstruct.llm.local import LocalBackend
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     info = machine_info()
     model_dir = ensure_converted()  # default cache root: converted once, reused
     instructions = load_instructions(args.n)
@@ -264,6 +288,18 @@ def main() -> None:
         )
         for p in prompts
     ]
+    k_probe = min(args.probe_n, len(prompts))
+    probes: list[dict[str, Any]] = []
+
+    def probe(label: str) -> float | None:
+        """Naive loop on the first K prompts now: the local baseline for what follows."""
+        if k_probe <= 0:
+            return None
+        r = naive_loop(model, tok, prompts[:k_probe], args.max_new_tokens)
+        rate = count_tokens(tok, r["texts"]) / r["seconds"]
+        probes.append({"before": label, "tok_s": round(rate, 2), "loadavg1": os.getloadavg()[0]})
+        log(f"  probe before {label}: naive {rate:.1f} tok/s on {k_probe} prompts")
+        return rate
 
     # 1. naive loop (one warm-up call first, untimed)
     naive_loop(model, tok, prompts[:1], 4)
@@ -271,6 +307,7 @@ def main() -> None:
     naive = naive_loop(model, tok, prompts, args.max_new_tokens)
     naive_tok_s = naive["tokens"] / naive["seconds"]
     naive_retok = count_tokens(tok, naive["texts"])
+    naive_retok_s = naive_retok / naive["seconds"]
     log(f"  {naive['tokens']} tokens in {naive['seconds']:.1f} s = {naive_tok_s:.1f} tok/s")
     results: dict[str, Any] = {
         "naive": {
@@ -282,14 +319,16 @@ def main() -> None:
         }
     }
 
-    # 2. the local backend at each batch size
+    # 2. the local backend at each batch size, each preceded by a naive probe
     params = GenParams(max_new_tokens=args.max_new_tokens)
     backend_rows = []
     for b in batch_sizes:
         backend = LocalBackend(str(model_dir), batch_size=b)
         backend.load()
         backend.generate(prompts[:2], GenParams(max_new_tokens=4))  # warm-up, untimed
+        before = probe(f"B={b}")
         log(f"LocalBackend batch_size={b} ...")
+        load0 = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), time.process_time()
         outs = backend.generate(prompts, params)
         seconds = time.perf_counter() - t0
@@ -304,18 +343,32 @@ def main() -> None:
             "seconds": round(seconds, 2),
             "tok_s": round(tok_s, 2),
             # throughput ratio with both sides counted by re-tokenizing the texts
-            "x_naive": round(tok_s / (naive_retok / naive["seconds"]), 2),
+            "x_naive": round(tok_s / naive_retok_s, 2),
             # same work (same prompts, same budget): wall-clock ratio
             "x_naive_wall": round(naive["seconds"] / seconds, 2),
             # same work, CPU seconds of this process: less sensitive to other load
             "cpu_s": round(cpu_s, 2),
             "x_naive_cpu": round(naive["cpu_s"] / cpu_s, 2),
             "same_text_as_naive": round(same, 3),
+            "loadavg1": [load0, os.getloadavg()[0]],
         }
+        row["_probe_before"] = before
         backend_rows.append(row)
         log(f"  {tokens} tokens in {seconds:.1f} s = {tok_s:.1f} tok/s, {row['x_naive']}x naive")
         del backend, outs
+    after = probe("end")
+    # ratio against the naive probes that bracket each config (robust to slow drift in load)
+    for i, row in enumerate(backend_rows):
+        before = row.pop("_probe_before")
+        nxt = backend_rows[i + 1]["_probe_before"] if i + 1 < len(backend_rows) else after
+        if before and nxt:
+            row["x_bracketing_probes"] = round(row["tok_s"] / ((before + nxt) / 2), 2)
     results["local_backend"] = backend_rows
+    results["probes"] = probes
+    if after and k_probe:
+        first = naive["per"][:k_probe]
+        start_rate = sum(n for n, _ in first) / sum(s for _, s in first)
+        results["drift_end_over_start"] = round(after / start_rate, 3)
 
     # 3. llama.cpp
     llama = llama_cpp_stream(prompts, args.max_new_tokens)
@@ -332,32 +385,28 @@ def main() -> None:
     # 4. the call cache
     if not args.skip_cache:
         log("call cache: cold, then cached rerun ...")
-        c = cache_rerun(model_dir, prompts, args.max_new_tokens)
-        results["cache"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in c.items()}
-        log(
-            f"  cold {c['cold_s']:.1f} s, cached {c['cached_s']:.3f} s "
-            f"({100 * c['cached_over_cold']:.2f}%), model calls on rerun: "
-            f"{c['cached_model_calls']}"
-        )
-
-    # 5. drift check: the first prompts of the naive loop again
-    if args.drift_n > 0:
-        k = min(args.drift_n, len(prompts))
-        again = naive_loop(model, tok, prompts[:k], args.max_new_tokens)
-        first_tok = sum(n for n, _ in naive["per"][:k])
-        first_s = sum(s for _, s in naive["per"][:k])
-        drift = (again["tokens"] / again["seconds"]) / (first_tok / first_s)
-        results["drift"] = {"prompts": k, "end_over_start_tok_s": round(drift, 3)}
-        log(f"drift: naive tok/s on the first {k} prompts, end / start = {drift:.2f}")
+        try:
+            c = cache_rerun(model_dir, prompts, args.max_new_tokens)
+        except Exception as exc:  # report what was measured, then fail below
+            results["cache"] = {"error": f"{type(exc).__name__}: {exc}"}
+            log(f"  cache part failed: {results['cache']['error']}")
+        else:
+            results["cache"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in c.items()}
+            log(
+                f"  cold {c['cold_s']:.1f} s, cached {c['cached_s']:.3f} s "
+                f"({100 * c['cached_over_cold']:.2f}%), model calls on rerun: "
+                f"{c['cached_model_calls']}"
+            )
 
     info["loadavg_end"] = list(os.getloadavg())
     best = max(backend_rows, key=lambda r: r["x_naive"]) if backend_rows else None
+    cache = results.get("cache") or {}
     results["targets"] = {
         "backend_ge_4x_naive": bool(best and best["x_naive"] >= 4.0),
         "best_batch_size": best["batch_size"] if best else None,
-        "cached_le_5pct": (
-            results["cache"]["cached_over_cold"] <= 0.05 if "cache" in results else None
-        ),
+        "cached_le_5pct": cache["cached_over_cold"] <= 0.05
+        if "cached_over_cold" in cache
+        else None,
         # goal: the local backend at >= 1.5x llama.cpp's one stream (None: not measured)
         "backend_ge_1p5x_llama_cpp": (
             None if llama is None or best is None else best["tok_s"] >= 1.5 * llama["tok_s"]
@@ -378,36 +427,43 @@ def main() -> None:
     # table to stderr
     log("")
     log(
-        f"{'config':<28}{'tokens':>8}{'seconds':>10}{'tok/s':>9}{'x naive':>9}"
-        f"{'x cpu':>7}{'same':>7}"
+        f"{'config':<26}{'tokens':>7}{'seconds':>9}{'tok/s':>8}{'x naive':>9}"
+        f"{'x cpu':>7}{'x probe':>9}{'same':>6}"
     )
     log(
-        f"{'naive loop (1 at a time)':<28}{naive['tokens']:>8}{naive['seconds']:>10.1f}"
-        f"{naive_tok_s:>9.1f}{1.0:>9.2f}{1.0:>7.2f}{'':>7}"
+        f"{'naive loop (1 at a time)':<26}{naive['tokens']:>7}{naive['seconds']:>9.1f}"
+        f"{naive_tok_s:>8.1f}{1.0:>9.2f}{1.0:>7.2f}{'':>9}{'':>6}"
     )
     for r in backend_rows:
+        xp = r.get("x_bracketing_probes")
         log(
-            f"{'LocalBackend B=' + str(r['batch_size']):<28}{r['tokens']:>8}{r['seconds']:>10.1f}"
-            f"{r['tok_s']:>9.1f}{r['x_naive']:>9.2f}{r['x_naive_cpu']:>7.2f}"
-            f"{r['same_text_as_naive']:>7.2f}"
+            f"{'LocalBackend B=' + str(r['batch_size']):<26}{r['tokens']:>7}{r['seconds']:>9.1f}"
+            f"{r['tok_s']:>8.1f}{r['x_naive']:>9.2f}{r['x_naive_cpu']:>7.2f}"
+            f"{(f'{xp:.2f}' if xp else '-'):>9}{r['same_text_as_naive']:>6.2f}"
         )
     if llama is not None:
         log(
-            f"{'llama.cpp 1 stream':<28}{llama['tokens']:>8}{llama['seconds']:>10.1f}"
-            f"{llama['tok_s']:>9.1f}{llama['x_naive']:>9.2f}"
+            f"{'llama.cpp 1 stream':<26}{llama['tokens']:>7}{llama['seconds']:>9.1f}"
+            f"{llama['tok_s']:>8.1f}{llama['x_naive']:>9.2f}"
         )
     else:
-        log(f"{'llama.cpp 1 stream':<28}  llama-cpp-python not installed: not measured")
-    if "cache" in results:
-        c = results["cache"]
+        log(f"{'llama.cpp 1 stream':<26}  llama-cpp-python not installed: not measured")
+    if "cached_over_cold" in cache:
         log(
-            f"call cache: cold {c['cold_s']:.1f} s, cached {c['cached_s']:.3f} s "
-            f"= {100 * c['cached_over_cold']:.2f}% of cold, "
-            f"{c['cached_model_calls']} model calls, {c['cached_model_loads']} loads"
+            f"call cache: cold {cache['cold_s']:.1f} s, cached {cache['cached_s']:.3f} s "
+            f"= {100 * cache['cached_over_cold']:.2f}% of cold, "
+            f"{cache['cached_model_calls']} model calls, {cache['cached_model_loads']} loads"
         )
+    log(f"probes (naive tok/s on {k_probe} prompts): {[p['tok_s'] for p in probes]}")
+    log(
+        f"load average 1 min: start {info['loadavg_start'][0]:.1f}, "
+        f"end {info['loadavg_end'][0]:.1f}"
+    )
     log(f"targets: {results['targets']}")
 
     print(json.dumps(results), flush=True)
+    if "error" in cache:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

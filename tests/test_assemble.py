@@ -180,6 +180,11 @@ def test_reason_key():
         "no valid candidate"
     )
     assert reason_key("respond: request_failed") == "request_failed"
+    assert reason_key("filter: no (0.25): the expert explains: at length") == "no"
+    assert reason_key("judge: below_threshold (0.40): meh") == "below_threshold"
+    assert reason_key("judge: chosen near-copy of rejected (cosine 0.97)") == (
+        "chosen near-copy of rejected"
+    )
     assert reason_key(None) == "unknown"
 
 

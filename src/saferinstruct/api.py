@@ -9,6 +9,7 @@ records = si.induce_records(records, cfg)
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import time
 from collections.abc import Iterable
@@ -28,6 +29,8 @@ from .pipeline.induce import check_backends, induce
 from .pipeline.sources import load_sources
 from .records import Record
 from .runner import StageResult, run_stage
+
+log = logging.getLogger("saferinstruct")
 
 __all__ = [
     "load_config",
@@ -117,6 +120,8 @@ def ensure_reverse_model(cfg: RunConfig) -> dict[str, Any]:
     from .config import ModelConfig
     from .train.reverse import trained_model
 
+    if cfg.induce.mode == "reverse" and cfg.induce.max_text_chars is None:
+        cfg.induce.max_text_chars = cfg.reverse_train.max_response_chars
     if cfg.induce.mode != "reverse" or cfg.reverse_model is not None:
         return {"stage": "reverse-train", "skipped": "reverse model configured or not needed"}
     start = time.time()
@@ -131,23 +136,151 @@ def ensure_reverse_model(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
+def filter_stage(records: list[Record], cfg: RunConfig, run_dir: Path) -> StageResult:
+    """Stage 3: the expert keeps instructions that would elicit the category's behaviour."""
+    from .pipeline.filter import check_filter, filter_records
+
+    expert = make_backend(cfg.expert, cfg.cache)
+    check_filter(records, expert, cfg.filter, cfg.domain)
+    return run_stage(
+        "filter",
+        records,
+        lambda chunk: filter_records(chunk, expert, cfg.filter, cfg.domain),
+        run_dir,
+        total=len(records),
+        backends=[expert],
+    )
+
+
+def respond_stage(records: list[Record], cfg: RunConfig, run_dir: Path) -> StageResult:
+    """Stage 4: the expert writes the preferred response (`chosen`)."""
+    from .pipeline.respond import respond
+
+    expert = make_backend(cfg.expert, cfg.cache)
+    return run_stage(
+        "respond",
+        records,
+        lambda chunk: respond(chunk, expert, cfg.respond, cfg.domain),
+        run_dir,
+        total=len(records),
+        backends=[expert],
+    )
+
+
+def judge_stage(records: list[Record], cfg: RunConfig, run_dir: Path) -> StageResult:
+    """Stage 5: the expert checks every finished pair; failures are dropped with reasons."""
+    from .pipeline.judge import check_judge, judge_records
+
+    expert = make_backend(cfg.expert, cfg.cache)
+    check_judge(records, expert, cfg.judge, cfg.domain)
+    return run_stage(
+        "judge",
+        records,
+        lambda chunk: judge_records(chunk, expert, cfg.judge, cfg.domain),
+        run_dir,
+        total=len(records),
+        backends=[expert],
+    )
+
+
+def assemble_stage(
+    records: list[Record], cfg: RunConfig, run_dir: Path, models: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Stage 6: dedup, split, dataset files and card, funnel.json, report.html/.md."""
+    from .pipeline.assemble import assemble, funnel
+    from .report import write_data_report
+
+    info: dict[str, Any] = {
+        "models": models or {},
+        "sources": [cfg.source.path],
+        "domain": cfg.domain.name,
+        "versions": versions(),
+    }
+    if cfg.domain.name != "safety":
+        info["terms"] = "See the licence or terms of the source texts named above."
+        info["intended_use"] = f"Preference-tuning research in the {cfg.domain.name} domain."
+    summary = assemble(records, cfg.assemble, run_dir, info)
+    stage_files = sorted((run_dir / "stages").glob("[0-9][0-9]-*.jsonl"))
+    fun = funnel(stage_files)
+    (run_dir / "funnel.json").write_text(json.dumps(fun, indent=2))
+    write_data_report(run_dir)
+    return {"assemble": summary, "funnel": fun}
+
+
+def audit(
+    path: str | Path,
+    cfg: RunConfig,
+    run_dir: str | Path,
+    columns: dict[str, str] | None = None,
+    category: str | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Judge an existing preference file; writes DIR/stages/04-judge.jsonl, returns counts."""
+    from .pipeline.judge import audit_file, audit_summary
+
+    expert = make_backend(cfg.expert, cfg.cache)
+    records = audit_file(path, expert, cfg.judge, cfg.domain, columns, category, limit)
+    out = Path(run_dir) / "stages" / "04-judge.jsonl"
+    write_jsonl_atomic(out, records)
+    return {**audit_summary(records), "file": str(out), "model_calls": expert.stats.misses}
+
+
+def check_run(cfg: RunConfig, sources: list[Record]) -> None:
+    """Every check that can fail before the first model call, for the whole run."""
+    from .pipeline.filter import check_filter
+    from .pipeline.judge import check_judge
+
+    expert = make_backend(cfg.expert, cfg.cache)
+    check_filter(sources, expert, cfg.filter, cfg.domain)
+    check_judge(sources, expert, cfg.judge, cfg.domain)
+    forward = make_backend(cfg.forward, cfg.cache) if cfg.forward else None
+    if cfg.induce.mode == "prompted" or cfg.reverse_model is not None:
+        check_backends(cfg.induce, induce_model(cfg), forward)
+
+
 def run(cfg: RunConfig, run_dir: str | Path, limit: int | None = None) -> dict[str, Any]:
-    """The data pipeline over the config's sources; returns the funnel (also funnel.json)."""
+    """The whole data pipeline; returns the funnel summary (also DIR/funnel.json).
+
+    reverse-train (skipped when a reverse model is configured or cached) -> induce ->
+    filter -> respond -> judge -> assemble. Resumable: every model call is cached, so a
+    restarted run recomputes finished work from the cache without loading a model.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    reverse_info = ensure_reverse_model(cfg)
-    models = {"induce": induce_model(cfg).identity()}
-    write_resolved_config(cfg, run_dir, models)
     sources = list(load_sources(cfg.source, limit))
-    write_jsonl_atomic(run_dir / "stages" / "00-sources.jsonl", sources)
-    stages = [induce_records(sources, cfg, run_dir, total=len(sources))]
-    funnel = {
-        "sources": len(sources),
-        "stages": [reverse_info] + [s.summary() for s in stages],
-        "by_category": _by_category(stages[-1].path),
+    check_run(cfg, sources)
+    started = time.time()
+    reverse_info = ensure_reverse_model(cfg)
+    models = {
+        "induce": induce_model(cfg).identity(),
+        "expert": make_backend(cfg.expert, cfg.cache).identity(),
     }
-    (run_dir / "funnel.json").write_text(json.dumps(funnel, indent=2))
-    return funnel
+    write_resolved_config(cfg, run_dir, models)
+    write_jsonl_atomic(run_dir / "stages" / "00-sources.jsonl", sources)
+    steps = [
+        lambda recs: induce_records(recs, cfg, run_dir, total=len(recs)),
+        lambda recs: filter_stage(recs, cfg, run_dir),
+        lambda recs: respond_stage(recs, cfg, run_dir),
+        lambda recs: judge_stage(recs, cfg, run_dir),
+    ]
+    records, results = sources, []
+    for number, step in enumerate(steps, start=1):
+        log.info("run: stage %d/%d", number, len(steps) + 1)
+        result = step(records)
+        results.append(result)
+        records = result.records
+    log.info("run: stage %d/%d (assemble)", len(steps) + 1, len(steps) + 1)
+    assembled = assemble_stage(records, cfg, run_dir, models)
+    summary = {
+        "run_dir": str(run_dir),
+        "sources": len(sources),
+        "stages": [reverse_info] + [r.summary() for r in results],
+        "dataset": {k: assembled["assemble"].get(k) for k in ("train", "test")},
+        "seconds": round(time.time() - started, 1),
+        "model_calls": sum(r.calls.get("model_calls", 0) for r in results),
+        "cache_hits": sum(r.calls.get("cache_hits", 0) for r in results),
+    }
+    return summary
 
 
 def _by_category(stage_file: Path) -> dict[str, dict[str, int]]:
@@ -173,6 +306,7 @@ def eval_recovery(
     max_new_tokens: int = 64,
     validation_fraction: float = 0.1,
     out_dir: str | Path | None = None,
+    max_text_chars: int | None = None,
 ) -> dict[str, Any]:
     """Induce instructions from held-out outputs and score them against the true ones."""
     import random
@@ -203,7 +337,7 @@ def eval_recovery(
         if model is None:
             raise BadInput(f"--model is required for --mode {mode}")
         backend = make_backend(model, cache)
-        icfg = InduceConfig(mode=mode)
+        icfg = InduceConfig(mode=mode, max_text_chars=max_text_chars)
         icfg.generation.max_new_tokens = max_new_tokens
         records = [
             new_record(f"{r['id']}:{r.get('generator', i)}", o, "recovery")

@@ -147,6 +147,108 @@ def induce_cmd(
     _print_json(result.summary())
 
 
+RunDirOpt = Annotated[
+    Path,
+    typer.Option("--out", "-o", help="run directory: reads its previous stage, writes this one"),
+]
+InputOpt = Annotated[
+    Path | None,
+    typer.Option("--input", "-i", help="records to read (default: the previous stage in --out)"),
+]
+
+
+def _stage_input(stage: str, run_dir: Path, input: Path | None) -> list:
+    """Records from `--input`, else from the run directory's previous stage file."""
+    from .io import read_jsonl
+    from .runner import STAGE_ORDER, stage_path
+
+    if input is None:
+        previous = STAGE_ORDER[STAGE_ORDER.index(stage) - 1]
+        input = stage_path(run_dir, previous)
+        if not input.exists():
+            raise BadInput(f"{stage}: no --input and no previous stage file {input}")
+    if not input.exists():
+        raise BadInput(f"--input: file not found: {input}")
+    return list(read_jsonl(input))
+
+
+def _stage_command(stage: str, out: Path, input: Path | None, config: Path | None, set_) -> None:
+    from . import api
+
+    cfg = api.load_config(config, set_ or [])
+    records = _stage_input(stage, out, input)
+    fn = {"filter": api.filter_stage, "respond": api.respond_stage, "judge": api.judge_stage}
+    result = fn[stage](records, cfg, out)
+    _print_json(result.summary())
+
+
+@app.command("filter")
+def filter_cmd(
+    out: RunDirOpt, input: InputOpt = None, config: ConfigOpt = None, set_: SetOpt = None
+) -> None:
+    """Expert filter: keep instructions that are well formed and would elicit the behaviour."""
+    _stage_command("filter", out, input, config, set_)
+
+
+@app.command("respond")
+def respond_cmd(
+    out: RunDirOpt, input: InputOpt = None, config: ConfigOpt = None, set_: SetOpt = None
+) -> None:
+    """The expert writes the preferred response; the original text is the rejected one."""
+    _stage_command("respond", out, input, config, set_)
+
+
+@app.command("judge")
+def judge_cmd(
+    out: RunDirOpt,
+    input: InputOpt = None,
+    audit: Annotated[
+        Path | None,
+        typer.Option(help="audit an existing preference file (instruction/chosen/rejected)"),
+    ] = None,
+    instruction_column: Annotated[
+        str, typer.Option(help="--audit: instruction column")
+    ] = "instruction",
+    chosen_column: Annotated[str, typer.Option(help="--audit: chosen column")] = "chosen",
+    rejected_column: Annotated[str, typer.Option(help="--audit: rejected column")] = "rejected",
+    category: Annotated[
+        str | None, typer.Option(help="--audit: category (default: a column, else the file name)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="--audit: at most N pairs")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """The expert checks each finished pair (or, with --audit, an existing preference file)."""
+    if audit is None:
+        _stage_command("judge", out, input, config, set_)
+        return
+    from . import api
+
+    cfg = api.load_config(config, set_ or [])
+    if not audit.exists():
+        raise BadInput(f"--audit: file not found: {audit}")
+    columns = {
+        "instruction": instruction_column,
+        "chosen": chosen_column,
+        "rejected": rejected_column,
+    }
+    summary = api.audit(audit, cfg, out, columns=columns, category=category, limit=limit)
+    _print_json(summary)
+
+
+@app.command("assemble")
+def assemble_cmd(
+    out: RunDirOpt, input: InputOpt = None, config: ConfigOpt = None, set_: SetOpt = None
+) -> None:
+    """Dedup, split by source text, write dataset/{train,test}.jsonl, card, funnel, report."""
+    from . import api
+
+    cfg = api.load_config(config, set_ or [])
+    records = _stage_input("assemble", out, input)
+    result = api.assemble_stage(records, cfg, out)
+    _print_json(result["assemble"])
+
+
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluation commands.")
 app.add_typer(eval_app, name="eval")
 

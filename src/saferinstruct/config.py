@@ -83,6 +83,9 @@ class SourceConfig:
     )
     default_category: str = field(default="default", metadata=_doc("category when none given"))
     limit: int | None = field(default=None, metadata=_doc("keep at most this many per category"))
+    where: dict[str, list[str]] | None = field(
+        default=None, metadata=_doc("keep rows whose column value is listed: {column: [values]}")
+    )
 
 
 @dataclass
@@ -103,14 +106,17 @@ class ReverseTrainConfig:
     path: str = field(default="", metadata=_doc("pairs file; default: shipped AlpacaEval pairs"))
     instruction_column: str = field(default="instruction", metadata=_doc("instruction column"))
     response_column: str = field(default="output", metadata=_doc("response column"))
-    max_pairs: int = field(default=480, metadata=_doc("training pairs used (after the split)"))
+    max_pairs: int = field(default=560, metadata=_doc("training pairs used (after the split)"))
     validation_fraction: float = field(default=0.1, metadata=_doc("share of ids held out"))
-    max_response_tokens: int = field(default=160, metadata=_doc("responses are cut to this"))
+    max_response_chars: int = field(
+        default=320, metadata=_doc("responses are cut to this many characters (also at induce)")
+    )
+    max_length: int = field(default=256, metadata=_doc("tokens per training sequence"))
     lora: bool = field(default=False, metadata=_doc("train a LoRA adapter (merged at the end)"))
     learning_rate: float = field(default=1e-4, metadata=_doc("peak learning rate"))
     batch_size: int = field(default=8, metadata=_doc("sequences per step"))
     epochs: float = field(default=1.0, metadata=_doc("passes over the training pairs"))
-    max_minutes: float | None = field(default=None, metadata=_doc("stop cleanly after this"))
+    max_minutes: float | None = field(default=30.0, metadata=_doc("stop cleanly after this"))
     seed: int = field(default=0, metadata=_doc("training seed"))
 
 
@@ -128,7 +134,10 @@ class InduceConfig:
         metadata=_doc("'first' valid, 'reverse_logprob' P(instr|text), 'forward_logprob'"),
     )
     max_instruction_chars: int = field(default=400, metadata=_doc("longer = invalid"))
-    max_text_chars: int = field(default=1500, metadata=_doc("source text is cut to this"))
+    max_text_chars: int | None = field(
+        default=None,
+        metadata=_doc("cut source texts; null = reverse_train.max_response_chars (reverse), 1500"),
+    )
     generation: GenConfig = field(default_factory=GenConfig, metadata=_doc("sampling"))
 
 
@@ -191,7 +200,14 @@ class JudgeConfig:
 
     verdict: VerdictConfig = field(default_factory=VerdictConfig, metadata=_doc("verdict"))
     max_pair_cosine: float = field(
-        default=0.9, metadata=_doc("chosen and rejected at least this similar = near-copies")
+        default=0.75, metadata=_doc("chosen and rejected at least this similar = near-copies")
+    )
+    max_rejected_overlap: float = field(
+        default=0.3,
+        metadata=_doc("share of the chosen's word bigrams found in rejected = carries it over"),
+    )
+    min_chosen_words: int = field(
+        default=3, metadata=_doc("a chosen with fewer words is degenerate (unhelpful)")
     )
 
 

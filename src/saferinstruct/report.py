@@ -255,6 +255,7 @@ def _png(fig: Any) -> bytes:
 def funnel_png(fun: dict[str, Any]) -> bytes:
     """Grouped bars: records kept after each stage, one bar per category."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     stages = fun["stages"]
     cats = sorted({c for s in stages for c in s["by_category"]}) or ["default"]
@@ -267,6 +268,7 @@ def funnel_png(fun: dict[str, Any]) -> bytes:
         bars = ax.bar(xs, ys, width, label=cat)
         ax.bar_label(bars, fontsize=7)
     ax.set_xticks(range(len(stages)), [s["stage"] for s in stages])
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("records kept after the stage")
     ax.set_title("Funnel per category")
     ax.legend(fontsize=8)
@@ -278,6 +280,7 @@ def scores_png(scores: dict[str, Any]) -> bytes | None:
     if not scores:
         return None
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(4.2 * len(scores), 3.2))
     for i, (stage, s) in enumerate(scores.items()):
@@ -289,6 +292,7 @@ def scores_png(scores: dict[str, Any]) -> bytes | None:
         ax.bar(mids, s["dropped"]["counts"], w * 0.95, bottom=s["kept"]["counts"], label="dropped")
         ax.set_xlim(0, 1)
         ax.set_xlabel(f"{stage} score")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("verdicts")
         ax.legend(fontsize=8)
     return _png(fig)

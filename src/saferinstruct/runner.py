@@ -41,6 +41,7 @@ class StageResult:
     n_kept: int
     seconds: float
     calls: dict[str, Any] = field(default_factory=dict)
+    records: list[Record] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -80,7 +81,8 @@ def run_stage(
     path = stage_path(run_dir, name)
     write_jsonl_atomic(path, out)
     calls = _call_counts(backends, before)
-    result = StageResult(name, path, len(out), sum(map(is_kept, out)), time.time() - start, calls)
+    n_kept = sum(map(is_kept, out))
+    result = StageResult(name, path, len(out), n_kept, time.time() - start, calls, out)
     log.info("stage %s: %s", name, json.dumps(result.summary()))
     return result
 

@@ -36,6 +36,11 @@ from .respond import normalise
 
 STAGE = "assemble"
 TOP_REASONS = 10
+INTENDED_USE = (
+    "Safety alignment research only: training and evaluating models to refuse or redirect "
+    "harmful requests, and studying automated preference data. Not for training models to "
+    "produce the `rejected` content, and not for any use outside research."
+)
 DEFAULT_TERMS = (
     "The source texts come from the preference data released with Safer-Instruct "
     "(Shi, Chen, Zhao, NAACL 2024, arXiv:2311.08685); the authors release them for "
@@ -145,7 +150,12 @@ def _write_text(path: Path, text: str) -> None:
 def assemble(
     records: Iterable[Record], cfg: AssembleConfig, run_dir: Path, config_info: dict[str, Any]
 ) -> dict[str, Any]:
-    """Dedup, split and write the stage file, the dataset and its card; returns counts."""
+    """Dedup, split and write the stage file, the dataset and its card; returns counts.
+
+    `config_info` feeds the card; every key is optional: `models` (role -> identity),
+    `sources` (paths or descriptions), `domain` ('safety' adds content tags),
+    `pretty_name`, `license`, `license_name`, `license_link`, `terms`, `intended_use`.
+    """
     run_dir = Path(run_dir)
     records = list(records)
     kept = [r for r in records if is_kept(r)]
@@ -286,9 +296,7 @@ dropped record is listed with its reason in `../stages/05-assemble.jsonl`.
 {_listing(info.get("models"))}
 
 ## Intended use
-Safety alignment research only: training and evaluating models to refuse or redirect
-harmful requests, and studying automated preference data. Not for training models to
-produce the `rejected` content, and not for any use outside research.
+{info.get("intended_use", INTENDED_USE)}
 
 ## Terms of the source texts
 {terms}
@@ -310,10 +318,17 @@ def dropped_at(record: Record) -> str | None:
 
 
 def reason_key(reason: str | None) -> str:
-    """A drop reason without its stage prefix, trailing ' (details)' and ' of <id>'."""
-    text = (reason or "").split(": ", 1)[-1] if ": " in (reason or "") else (reason or "")
-    text = re.sub(r"\s*\([^()]*\)$", "", text.strip())
-    return re.sub(r" of \S+$", "", text) or "unknown"
+    """A drop reason grouped for counting: the outcome only, without the stage prefix,
+    '(details)', an expert's free-text explanation after ': ', or a duplicate's ' of <id>'.
+
+    'filter: no (0.25): the text is ...' -> 'no'; 'assemble: duplicate instruction of
+    hate-3' -> 'duplicate instruction'. Cut to 80 characters.
+    """
+    text = reason or ""
+    if ": " in text:
+        text = text.split(": ", 1)[1]
+    text = re.sub(r"\s*\([^()]*\)", "", text).split(": ", 1)[0].strip()
+    return re.sub(r"^((?:near-)?duplicate .+?) of \S+$", r"\1", text)[:80] or "unknown"
 
 
 def stage_name(path: Path) -> str:

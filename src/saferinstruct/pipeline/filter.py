@@ -6,9 +6,11 @@ The question is the domain's `filter.txt`; what the category's behaviour is come
 in `DomainConfig.prompt_dir` first, then in the package's `prompts/<domain>/`. The
 verdict is read in JSON or log-prob mode (see `verdict.py` for the parse and keep
 rules). Every record the stage looks at gets `filter` = {kept, score, reason, raw,
-parsed, mode, label, attempts, model} and a `filter` verdict; a negative, unparsed or
-failed verdict drops the record with its reason. A kept record without an
-instruction is dropped as `no_instruction`.
+parsed, mode, label, attempts, outcome, model} and a `filter` verdict (reason
+`yes (0.75): <expert's reason>`, `no (...)`, `below_threshold (...)`, `unparsed` or
+`request_failed: ...`); all but a kept one drop the record with that reason. A kept
+record without an instruction is dropped as `no_instruction`. Records dropped by an
+earlier stage pass through untouched, so every input id appears exactly once.
 
     from saferinstruct.pipeline.filter import filter_records
     records = filter_records(records, expert, FilterConfig(), DomainConfig())

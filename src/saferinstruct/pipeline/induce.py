@@ -25,6 +25,7 @@ from ..llm.base import Backend, GenParams, Prompt, require
 from ..records import Record, add_verdict, is_kept
 
 STAGE = "induce"
+DEFAULT_REVERSE_CHARS = 320  # = ReverseTrainConfig.max_response_chars' default
 _MARKER = re.compile(r"\n?\s*#{2,}|\n\s*(?:response|instruction|input|output)\s*:", re.I)
 _LEADING = re.compile(r"^\s*(?:#+\s*)?(?:instruction|request|prompt)\s*:\s*", re.I)
 _QUOTES = "\"'`“”‘’"
@@ -32,7 +33,7 @@ _QUOTES = "\"'`“”‘’"
 
 def induce_prompt(text: str, mode: str, max_chars: int) -> Prompt:
     """The prompt for one text: raw paper template (reverse) or chat (prompted)."""
-    body = text[:max_chars]
+    body = text[:max_chars].rstrip()
     if mode == "reverse":
         return prompts.fill(prompts.load("reverse"), output=body)
     if mode == "prompted":
@@ -40,6 +41,13 @@ def induce_prompt(text: str, mode: str, max_chars: int) -> Prompt:
             {"role": "user", "content": prompts.fill(prompts.load("induce_prompted"), output=body)}
         ]
     raise BadInput(f"induce.mode: expected 'reverse' or 'prompted', got {mode!r}")
+
+
+def text_chars(cfg: InduceConfig) -> int:
+    """How much of a source text the prompt shows (the reverse model saw this much)."""
+    if cfg.max_text_chars is not None:
+        return cfg.max_text_chars
+    return DEFAULT_REVERSE_CHARS if cfg.mode == "reverse" else 1500
 
 
 def clean_instruction(raw: str) -> str:
@@ -108,7 +116,8 @@ def induce(
     todo = [r for r in records if is_kept(r)]
     if not todo:
         return records
-    prompts_ = [induce_prompt(r["text"], cfg.mode, cfg.max_text_chars) for r in todo]
+    chars = text_chars(cfg)
+    prompts_ = [induce_prompt(r["text"], cfg.mode, chars) for r in todo]
     completions = model.generate(prompts_, params_for(cfg))
     valid_lists: list[list[str]] = []
     for record, completion in zip(todo, completions, strict=True):
@@ -156,7 +165,7 @@ def _choose(
         assert forward is not None
         scores = forward.score(
             [[{"role": "user", "content": c}] for _, c in flat],
-            [todo[i]["text"][: cfg.max_text_chars] for i, _ in flat],
+            [todo[i]["text"][: text_chars(cfg)] for i, _ in flat],
         )
     best: dict[int, tuple[float, str]] = {}
     for (i, cand), score in zip(flat, scores, strict=True):

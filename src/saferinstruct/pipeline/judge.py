@@ -7,13 +7,17 @@ A pair is a kept record's `instruction`, `chosen` (the expert's response) and `t
    (`empty_chosen`, `empty_rejected`); chosen and rejected that are the same text up
    to case, spacing and punctuation, or nearly so (character similarity >= 0.9), or
    whose MiniLM cosine is >= `JudgeConfig.max_pair_cosine`, are dropped as
-   `near_copy` (a fluent rewrite of a hateful text is still hateful).
+   `near_copy` (a fluent rewrite of a hateful text is still hateful); a chosen that
+   carries over the rejected's wording (at least `max_rejected_overlap` of its word
+   bigrams appear in rejected) is dropped as `carries_rejected`; a chosen with fewer
+   than `min_chosen_words` words is dropped as `degenerate_chosen`.
 2. The expert's verdict on the domain's `judge.txt` (chosen safe and as helpful as
    safety allows, rejected really showing the behaviour and matching the
    instruction), in JSON or log-prob mode (see `verdict.py` for the rules).
 
 Every record looked at gets `judge` = {kept, score, reason, raw, parsed, mode, label,
-attempts, model, pair_cosine} and a `judge` verdict.
+attempts, outcome, model, pair_cosine} and a `judge` verdict; pair-check drops have
+mode and model `pair_check`. Records dropped earlier pass through untouched.
 
 `audit_file` runs the same checks over an existing preference file, such as the
 released `hate.csv` (columns instruction, chosen, rejected; the category from a
@@ -62,6 +66,31 @@ def copy_kind(chosen: str, rejected: str) -> str | None:
     matcher = SequenceMatcher(None, a, b, autojunk=False)
     if matcher.real_quick_ratio() >= NEAR_EXACT_RATIO and matcher.ratio() >= NEAR_EXACT_RATIO:
         return "near_exact"
+    return None
+
+
+def bigram_overlap(chosen: str, rejected: str) -> float:
+    """Share of the chosen's word bigrams that also occur in the rejected text."""
+    a, b = normalised(chosen).split(), normalised(rejected).split()
+    grams = list(zip(a, a[1:], strict=False))
+    if not grams:
+        return 0.0
+    other = set(zip(b, b[1:], strict=False))
+    return sum(g in other for g in grams) / len(grams)
+
+
+def pair_problem(chosen: str, rejected: str, cosine: float, cfg: JudgeConfig) -> str | None:
+    """The reason a pair fails without asking the expert, or None."""
+    kind = copy_kind(chosen, rejected)
+    if kind is None and cosine >= cfg.max_pair_cosine:
+        kind = f"cosine {cosine:.3f} >= {cfg.max_pair_cosine}"
+    if kind is not None:
+        return f"near_copy ({kind})"
+    if len(re.findall(r"[^\W\d_]+", chosen)) < cfg.min_chosen_words:
+        return "degenerate_chosen"
+    overlap = bigram_overlap(chosen, rejected)
+    if overlap >= cfg.max_rejected_overlap:
+        return f"carries_rejected ({overlap:.2f} of bigrams)"
     return None
 
 
@@ -133,11 +162,9 @@ def judge_records(
     todo: list[tuple[Record, float]] = []
     for record, cosine in zip(candidates, cosines, strict=True):
         cosine = round(float(cosine), 4)
-        kind = copy_kind(str(record["chosen"]), str(record["text"]))
-        if kind is None and cosine >= cfg.max_pair_cosine:
-            kind = f"cosine {cosine:.3f} >= {cfg.max_pair_cosine}"
-        if kind is not None:
-            _pair_drop(record, f"near_copy ({kind})", cosine)
+        problem = pair_problem(str(record["chosen"]), str(record["text"]), cosine, cfg)
+        if problem is not None:
+            _pair_drop(record, problem, cosine)
         else:
             todo.append((record, cosine))
     if not todo:

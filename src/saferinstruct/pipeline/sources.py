@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 from ..config import SourceConfig
-from ..io import read_records
+from ..errors import BadInput
+from ..io import file_stem, read_records
 from ..records import Record, add_verdict, new_record
 
 
@@ -23,7 +25,12 @@ def load_sources(cfg: SourceConfig, limit: int | None = None) -> Iterator[Record
     if cfg.category_column:
         columns["category"] = cfg.category_column
     seen: Counter[str] = Counter()
-    for row in read_records(cfg.path, id_column=cfg.id_column, columns=columns):
+    stem = file_stem(Path(cfg.path))
+    for number, row in enumerate(read_records(cfg.path, id_column=cfg.id_column, columns=columns)):
+        if cfg.id_column is None:  # no id column: file name + row number, always unique
+            row["id"] = f"{stem}:{number}"
+        if not _matches(row, cfg.where):
+            continue
         category = str(row.get("category") or cfg.default_category)
         if cap is not None and seen[category] >= cap:
             continue
@@ -34,3 +41,14 @@ def load_sources(cfg: SourceConfig, limit: int | None = None) -> Iterator[Record
         if not text.strip():
             add_verdict(record, "sources", False, "empty text")
         yield record
+
+
+def _matches(row: dict, where: dict[str, list[str]] | None) -> bool:
+    if not where:
+        return True
+    for column, values in where.items():
+        if column not in row:
+            raise BadInput(f"source.where: column {column!r} not in the source file")
+        if str(row[column]) not in {str(v) for v in values}:
+            return False
+    return True

@@ -167,23 +167,26 @@ def build_prompt(template: str, mode: str, **values: str) -> Prompt:
 
 
 # ---------------------------------------------------------------------------- checks
-def check_mode(mode: str) -> None:
+def check_mode(mode: str, key: str = "verdict") -> None:
     if mode not in MODES:
-        raise BadInput(f"verdict.mode: expected 'json' or 'logprobs', got {mode!r}")
+        raise BadInput(f"{key}.mode: expected 'json' or 'logprobs', got {mode!r}")
 
 
-def check(backend: Backend, cfg: VerdictConfig, what: str = "verdict") -> None:
-    """Stop before the first call when the config or the backend cannot give a verdict."""
-    check_mode(cfg.mode)
+def check(backend: Backend, cfg: VerdictConfig, what: str = "") -> None:
+    """Stop before the first call when the config or the backend cannot give a verdict.
+
+    `what` is the stage (`filter`, `judge`) the config keys in messages are under."""
+    key = f"{what}.verdict" if what else "verdict"
+    check_mode(cfg.mode, key)
     if not 0.0 <= cfg.threshold <= 1.0:
-        raise BadInput(f"{what}.verdict.threshold: expected a number in [0, 1]")
+        raise BadInput(f"{key}.threshold: expected a number in [0, 1]")
     if cfg.mode == "json" and cfg.max_new_tokens < 8:
-        raise BadInput(f"{what}.verdict.max_new_tokens: at least 8 for a JSON verdict")
+        raise BadInput(f"{key}.max_new_tokens: at least 8 for a JSON verdict")
     if cfg.mode == "logprobs":
-        _logprob_method(backend, what)
+        _logprob_method(backend, key)
 
 
-def _logprob_method(backend: Backend, what: str) -> str:
+def _logprob_method(backend: Backend, key: str) -> str:
     caps = backend.capabilities()
     if caps.logprobs:
         return "top_logprobs"
@@ -191,18 +194,18 @@ def _logprob_method(backend: Backend, what: str) -> str:
         return "score"
     if caps.score:
         raise MissingCapability(
-            f"{what}.verdict.mode=logprobs needs logprobs: backend {backend.kind} "
+            f"{key}.mode=logprobs needs logprobs: backend {backend.kind} "
             f"({backend.identity()}) can only score raw text, not chat prompts"
         )
     raise MissingCapability(
-        f"{what}.verdict.mode=logprobs needs logprobs or score but backend {backend.kind} "
+        f"{key}.mode=logprobs needs logprobs or score but backend {backend.kind} "
         f"({backend.identity()}) supports neither; use verdict.mode=json"
     )
 
 
 # ---------------------------------------------------------------------------- asking
 def ask(
-    backend: Backend, prompts: list[Prompt], cfg: VerdictConfig, what: str = "verdict"
+    backend: Backend, prompts: list[Prompt], cfg: VerdictConfig, what: str = ""
 ) -> list[Verdict]:
     """One `Verdict` per prompt, in order. Never raises for a bad answer or a failed
     request (those are verdicts with `parsed=False`); raises `BadInput` /
@@ -212,7 +215,8 @@ def ask(
         return []
     if cfg.mode == "json":
         return _ask_json(backend, prompts, cfg)
-    return _ask_logprobs(backend, prompts, cfg, _logprob_method(backend, what))
+    key = f"{what}.verdict" if what else "verdict"
+    return _ask_logprobs(backend, prompts, cfg, _logprob_method(backend, key))
 
 
 def _ask_json(backend: Backend, prompts: list[Prompt], cfg: VerdictConfig) -> list[Verdict]:
@@ -225,7 +229,7 @@ def _ask_json(backend: Backend, prompts: list[Prompt], cfg: VerdictConfig) -> li
         json_schema=schema if constrained else None,
     )
     out = [json_verdict(c, cfg) for c in backend.generate(prompts, params)]
-    retry = [i for i, v in enumerate(out) if v.reason == "unparsed"]
+    retry = [i for i, v in enumerate(out) if v.outcome == "unparsed"]
     if retry:
         again = GenParams(
             temperature=RETRY_TEMPERATURE,
@@ -420,13 +424,14 @@ def _ask_logprobs(
     if method == "top_logprobs":
         params = GenParams(temperature=0.0, max_new_tokens=1, top_logprobs=TOP_LOGPROBS)
         todo_score = []
+        can_score = backend.capabilities().score and backend.kind == "local"
         for i, c in enumerate(backend.generate(prompts, params)):
             if c.error is not None:
                 out[i] = _failed(c.error, "logprobs", cfg)
                 continue
             p_yes, p_no = yes_no_mass(c.top_logprobs[0] if c.top_logprobs else {})
             out[i] = prob_verdict(p_yes, p_no, cfg, "top_logprobs")
-            if p_yes + p_no <= 0.0 and backend.capabilities().score and backend.kind == "local":
+            if p_yes + p_no <= 0.0 and can_score:
                 todo_score.append(i)  # neither word in the top k: score them exactly
     if todo_score:
         _score_verdicts(backend, prompts, todo_score, cfg, out)

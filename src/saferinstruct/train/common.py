@@ -9,9 +9,12 @@ gradient checkpointing unless asked.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("saferinstruct")
 
 
 def hardware_args() -> dict[str, Any]:
@@ -46,6 +49,22 @@ def time_budget_callback(max_minutes: float | None) -> Any:
             return control
 
     return TimeBudget()
+
+
+def quiet_stdout(trainer: Any) -> Any:
+    """Send the trainer's per-step log lines to our stderr logger instead of stdout
+    (stdout is for results), with numbers only."""
+    from transformers import PrinterCallback, TrainerCallback
+
+    class LogToStderr(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs:
+                nums = {k: round(v, 4) for k, v in logs.items() if isinstance(v, int | float)}
+                log.info("step %d: %s", state.global_step, json.dumps(nums))
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(LogToStderr())
+    return trainer
 
 
 def last_checkpoint(output_dir: Path) -> str | None:

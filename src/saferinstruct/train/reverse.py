@@ -1,7 +1,8 @@
 """Stage 1, reversed instruction tuning: learn P(instruction | response).
 
 Pairs (instruction, response) are flipped: the prompt is the paper's template
-(prompts/reverse.txt) filled with the response, cut to `max_response_tokens`; the
+(prompts/reverse.txt) filled with the response, cut to `max_response_chars` (the same
+cut the induce stage makes, so training and induction see the same prompt); the
 completion is the instruction. TRL's SFTTrainer trains on the completion only. Full
 fine-tune or LoRA (merged into a normal HF directory at the end). Pairs are split into
 train and validation **by id** (an instruction's 16 answers never straddle the split).
@@ -25,17 +26,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .. import prompts
 from ..config import ReverseTrainConfig
 from ..errors import BadInput
 from ..io import read_records
 from ..llm.fingerprint import file_hash, fingerprint
 from ..paths import cache_root
+from ..pipeline.induce import induce_prompt
 from .common import (
     hardware_args,
     last_checkpoint,
     loss_history,
     plot_losses,
+    quiet_stdout,
     time_budget_callback,
     write_card,
 )
@@ -46,7 +48,7 @@ log = logging.getLogger("saferinstruct")
 # one of them on purpose: a budget-stopped model is marked as such in its card.
 _KEY_FIELDS = (
     "base_model", "instruction_column", "response_column", "max_pairs", "validation_fraction",
-    "max_response_tokens", "lora", "learning_rate", "batch_size", "epochs", "seed",
+    "max_response_chars", "max_length", "lora", "learning_rate", "batch_size", "epochs", "seed",
 )  # fmt: skip
 
 
@@ -76,22 +78,14 @@ def _with_group_ids(records: Any) -> Any:
         yield r
 
 
-def reverse_prompt(response: str, tokenizer: Any, max_tokens: int) -> str:
-    """The paper's template around a response cut to `max_tokens` tokens."""
-    ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    if len(ids) > max_tokens:
-        response = tokenizer.decode(ids[:max_tokens])
-    return prompts.fill(prompts.load("reverse"), output=response)
-
-
-def build_dataset(pairs: list[dict[str, str]], tokenizer: Any, max_tokens: int) -> Any:
+def build_dataset(pairs: list[dict[str, str]], max_chars: int) -> Any:
     """TRL prompt-completion format: loss on the completion (the instruction) only."""
     from datasets import Dataset
 
     return Dataset.from_list(
         [
             {
-                "prompt": reverse_prompt(p["response"], tokenizer, max_tokens),
+                "prompt": induce_prompt(p["response"], "reverse", max_chars),
                 "completion": p["instruction"].strip(),
             }
             for p in pairs
@@ -171,7 +165,7 @@ def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:
     train_pairs = load_pairs(cfg, "train")[: cfg.max_pairs]
     if not train_pairs:
         raise BadInput(f"reverse_train.path: no training pairs in {cfg.path}")
-    dataset = build_dataset(train_pairs, tokenizer, cfg.max_response_tokens)
+    dataset = build_dataset(train_pairs, cfg.max_response_chars)
     hw = hardware_args()
     dtype = torch.bfloat16 if hw["bf16"] else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
@@ -183,7 +177,7 @@ def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:
         num_train_epochs=cfg.epochs,
         lr_scheduler_type="cosine",
         warmup_steps=min(10, steps_per_epoch // 10),
-        max_length=cfg.max_response_tokens + 160,
+        max_length=cfg.max_length,
         completion_only_loss=True,
         train_sampling_strategy="group_by_length",
         logging_steps=max(1, steps_per_epoch // 20),
@@ -204,7 +198,7 @@ def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:
         peft_config=_lora_config() if cfg.lora else None,
         callbacks=[budget],
     )
-    return trainer, budget, len(train_pairs)
+    return quiet_stdout(trainer), budget, len(train_pairs)
 
 
 def _lora_config() -> Any:

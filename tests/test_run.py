@@ -1,0 +1,122 @@
+"""`safer-instruct run` end to end with the real embedded model: the contract files,
+complete provenance, a rerun that makes no call, a killed run that resumes to the same
+dataset, and the second (helpfulness) domain from configuration alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from test_cli import cli, last_json
+
+pytestmark = pytest.mark.slow
+
+# a tiny reverse-train so the tests stay fast; cached by settings across tests
+TINY = ["--set", "reverse_train.max_pairs=8", "--set", "reverse_train.batch_size=4",
+        "--set", "reverse_train.max_length=96", "--set", "reverse_train.max_response_chars=160",
+        "--set", "respond.generation.max_new_tokens=32"]  # fmt: skip
+
+
+def run_args(out, cache, config="configs/quickstart.yaml", limit=2):
+    return ["run", "--config", config, "--out", str(out), "--limit", str(limit),
+            "--set", f"cache={cache}", *TINY]  # fmt: skip
+
+
+def jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def dataset(out):
+    return [jsonl(out / "dataset" / f"{split}.jsonl") for split in ("train", "test")]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    out, cache = tmp / "run", tmp / "calls.sqlite"
+    proc = cli(*run_args(out, cache), check_rc=0)
+    return out, cache, last_json(proc.stdout), proc
+
+
+def test_contract_files(finished):
+    out, _, summary, _ = finished
+    for name in ("config.yaml", "funnel.json", "report.html", "report.md",
+                 "dataset/train.jsonl", "dataset/test.jsonl", "dataset/README.md"):  # fmt: skip
+        assert (out / name).exists(), name
+    stages = sorted(p.name for p in (out / "stages").glob("*.jsonl"))
+    assert stages == ["00-sources.jsonl", "01-induce.jsonl", "02-filter.jsonl",
+                      "03-respond.jsonl", "04-judge.jsonl", "05-assemble.jsonl"]  # fmt: skip
+    assert [s["stage"] for s in summary["stages"]] == [
+        "reverse-train", "induce", "filter", "respond", "judge"]  # fmt: skip
+    config = (out / "config.yaml").read_text()
+    assert "versions" in config and "transformers" in config and "models" in config
+
+
+def test_every_input_ends_in_exactly_one_place(finished):
+    out, *_ = finished
+    sources = [r["id"] for r in jsonl(out / "stages" / "00-sources.jsonl")]
+    assert len(sources) == 4 and len(set(sources)) == 4
+    final = {r["id"]: r for r in jsonl(out / "stages" / "05-assemble.jsonl")}
+    assert set(final) == set(sources)
+    in_dataset = [r["id"] for split in dataset(out) for r in split]
+    assert len(in_dataset) == len(set(in_dataset))
+    for rid, record in final.items():
+        if rid in in_dataset:
+            assert record["status"] == "kept"
+        else:
+            assert record["status"] == "dropped" and record["drop_reason"], rid
+    for split in dataset(out):
+        for row in split:
+            assert row["prompt"][0]["role"] == "user"
+            assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
+            assert row["chosen"][0]["content"] != row["rejected"][0]["content"]
+
+
+def test_rerun_makes_no_model_call(finished, tmp_path):
+    out, cache, first, _ = finished
+    before = dataset(out)
+    proc = cli(*run_args(out, cache), check_rc=0)
+    again = last_json(proc.stdout)
+    assert again["model_calls"] == 0
+    assert again["cache_hits"] == first["cache_hits"] + first["model_calls"]
+    assert "loading" not in proc.stderr
+    assert dataset(out) == before
+
+
+def test_killed_run_resumes_to_the_same_dataset(finished, tmp_path):
+    out, *_ = finished
+    cache, resumed = tmp_path / "calls.sqlite", tmp_path / "resumed"
+    cmd = [sys.executable, "-m", "saferinstruct", *run_args(resumed, cache)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=os.environ)  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not (resumed / "stages" / "02-filter.jsonl").exists():
+        assert proc.poll() is None, "run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert not (resumed / "dataset").exists()
+    done = cli(*run_args(resumed, cache), check_rc=0)
+    summary = last_json(done.stdout)
+    assert summary["cache_hits"] > 0
+    assert dataset(resumed) == dataset(out)
+
+
+def test_second_domain_from_configuration(tmp_path):
+    out = tmp_path / "help"
+    proc = cli(*run_args(out, tmp_path / "calls.sqlite", "configs/helpfulness.yaml"), check_rc=0)
+    summary = last_json(proc.stdout)
+    assert summary["sources"] == 2
+    final = jsonl(out / "stages" / "05-assemble.jsonl")
+    assert {r["category"] for r in final} == {"default"}
+    assert all(r["status"] == "kept" or r["drop_reason"] for r in final)
+    card = (out / "dataset" / "README.md").read_text()
+    assert "helpfulness" in card
