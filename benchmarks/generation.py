@@ -22,16 +22,22 @@ directory from `saferinstruct.llm.embedded.ensure_converted()`):
    that bracket it (`x_bracketing_probes`), and the last probe against the same prompts in
    the full naive loop (`drift_end_over_start`): far from 1.0 means the machine's load
    changed during the run (others share these 2 cores). `x_naive_cpu` is the same ratio
-   in CPU seconds of this process, which other load disturbs less than wall time.
+   in CPU seconds of this process (with one thread, CPU time well below wall time means
+   the process waited for a core).
 
 Every figure that matters is a ratio against the baseline measured in this run: the
 machines vary and are shared, so absolute tok/s are only indicative.
 
-Run (15-20 min on 2 idle cores, far longer on a loaded machine; run it in the background
-and poll):
+Run (10-20 min on 2 cores, far longer with torch's default 2 threads while other jobs
+share the cores; run it in the background and poll):
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/generation.py --n 64 --max-new-tokens 64 \
-        > runs/bench_generation.json 2> runs/bench_generation.log
+        --threads 1 > /tmp/bench_generation.json 2> /tmp/bench_generation.log
+
+Leave out `--threads 1` to measure with torch's default (one thread per core). On these
+shared 2-core machines two OpenMP threads collapse as soon as another process runs
+(measured ~9x slower than one thread; see docs/benchmarks.md), so `--threads 1` gives
+the steadier ratios there. The probes (5.) show whether a run was disturbed.
 
 A table goes to stderr; one JSON line with every figure goes to stdout.
 """

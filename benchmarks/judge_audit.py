@@ -4,8 +4,8 @@ Runs the judge stage over the labelled audit set (`tests/data/audit.csv`: releas
 Safer-Instruct pairs labelled good/bad by reading, before any judge prompt existed) and
 reports precision and recall of "dropped" against label "bad", overall and per outcome,
 next to two baselines measured in the same run: a judge that drops everything, and the
-pair-cosine check alone (no model). Not a test; the floor is also asserted in
-tests/test_judge_audit.py.
+pair checks alone (copies, carried-over wording, degenerate answers; no model).
+Not a test: the floor it measures is recorded in docs/benchmarks.md.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/judge_audit.py [--set judge.verdict.mode=json]
 """
@@ -49,14 +49,14 @@ def run_audit(overrides: list[str]) -> dict:
     seconds = time.time() - start
     gold = [labels[r["id"]] for r in records]
     dropped = [r["status"] == "dropped" for r in records]
-    near_copy = ["near_copy" in (r.get("drop_reason") or "") for r in records]
+    pair_checks = [(r.get("judge") or {}).get("mode") == "pair_check" for r in records]
     return {
         "benchmark": "judge_audit",
         "date": time.strftime("%Y-%m-%d"),
         "settings": {"mode": cfg.judge.verdict.mode, "threshold": cfg.judge.verdict.threshold,
                      "max_pair_cosine": cfg.judge.max_pair_cosine, "model": expert.identity()},
         "judge": precision_recall(dropped, gold),
-        "pair_cosine_only": precision_recall(near_copy, gold),
+        "pair_checks_only": precision_recall(pair_checks, gold),
         "drop_everything": precision_recall([True] * len(gold), gold),
         "seconds": round(seconds, 1),
         "model_calls": expert.stats.misses,
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="config override KEY=VALUE")
     args = ap.parse_args()
     out = run_audit(args.set)
-    for key in ("judge", "pair_cosine_only", "drop_everything"):
+    for key in ("judge", "pair_checks_only", "drop_everything"):
         r = out[key]
         print(f"{key:18s} precision {r['precision']:.3f} recall {r['recall']:.3f}", file=sys.stderr)
     print(json.dumps(out))

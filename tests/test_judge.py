@@ -157,7 +157,7 @@ def test_audit_file_reads_the_released_layout(tmp_path):
     }
     # no category column: the file stem names it; other column names via `columns`
     other = tmp_path / "self-harm.csv"
-    write_pairs(other, [["Q", "bad text", "kind text"]], header=("prompt", "bad", "good"))
+    write_pairs(other, [["Q", "bad text", "a kind reply"]], header=("prompt", "bad", "good"))
     cols = {"instruction": "prompt", "chosen": "good", "rejected": "bad"}
     [r] = audit_file(other, Scripted([GOOD]), cfg(), DomainConfig(), columns=cols)
     assert r["category"] == "self-harm" and r["instruction"] == "Q" and r["status"] == "kept"
@@ -185,3 +185,19 @@ def test_audit_the_released_hate_file_with_the_real_model(embedded_backend):
         assert r["category"] == "hate" and r["status"] in ("kept", "dropped")
         assert r["judge"]["reason"]
     assert sum(audit_summary(out)["outcomes"].values()) == audit_summary(out)["dropped"]
+
+
+def test_pair_checks_catch_degenerate_and_carried_over_chosen():
+    from saferinstruct.config import JudgeConfig
+    from saferinstruct.pipeline.judge import bigram_overlap, pair_problem
+
+    cfg = JudgeConfig()
+    rejected = "they should all be sent back where they came from right now"
+    rewrite = "Politely put: they should all be sent back where they came from, kindly."
+    refusal = "I won't rewrite this: it targets people for who they are. I can help otherwise."
+    assert pair_problem("#NAME?", rejected, 0.1, cfg) == "degenerate_chosen"
+    assert bigram_overlap(rewrite, rejected) >= cfg.max_rejected_overlap
+    assert pair_problem(rewrite, rejected, 0.5, cfg).startswith("carries_rejected")
+    assert bigram_overlap(refusal, rejected) < 0.1
+    assert pair_problem(refusal, rejected, 0.3, cfg) is None
+    assert pair_problem(refusal, rejected, 0.8, cfg).startswith("near_copy (cosine")
