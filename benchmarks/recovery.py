@@ -12,7 +12,9 @@ Prints a table to stderr and one JSON line to stdout (ROUGE-L, MiniLM cosine, ra
 
 With `--harmful`, also scores recovery on the released Safer-Instruct pairs
 (`../shared/data/safer-instruct/{hate,self-harm}.csv`: the original text is the output,
-the authors' induced instruction the reference).
+the authors' induced instruction the reference) and writes a few truncated examples per
+category next to the authors' instruction, behind a content warning, to
+`runs/recovery/<category>/recovery_examples.md`.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ def score_harmful(api, model_cfg, n: int, chars: int) -> dict:
         out[name] = api.eval_recovery(
             SHARED / f"{name}.csv", model_cfg, mode="reverse", instruction_column="instruction",
             output_column="rejected", limit=n, max_text_chars=chars,
+            out_dir=ROOT / "runs" / "recovery" / name,
         )  # fmt: skip
         out[name].pop("by_generator", None)
     return out

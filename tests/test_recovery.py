@@ -42,3 +42,21 @@ def test_score_rows_and_summary():
         ["Boil water, add pasta and salt now please. Drain."],
     )
     assert copied[0]["copy"] == 1.0
+
+
+def test_examples_are_truncated_behind_a_warning():
+    from saferinstruct.evaluate.recovery import examples_markdown
+
+    long_text = "word " * 200
+    md = examples_markdown(
+        [long_text, "short | text", "x", "y"],
+        ["induced one", "", "i3", "i4"],
+        ["ref one", "ref two", "r3", "r4"],
+        ["hate", "hate", "hate", "self-harm"],
+        per_group=2,
+    )
+    assert md.startswith("# Instruction recovery") and "Content warning" in md
+    assert long_text.strip() not in md and max(len(line) for line in md.splitlines()) < 600
+    assert "## hate" in md and "## self-harm" in md
+    assert "r3" not in md  # two per group
+    assert "(empty)" in md and "short \\| text" in md

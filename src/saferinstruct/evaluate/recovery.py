@@ -82,3 +82,35 @@ def summarize(rows: list[dict[str, float]], groups: Iterable[str | None] = ()) -
             by[str(g)].append(r)
         out["by_generator"] = {g: block(rs) for g, rs in sorted(by.items())}
     return out
+
+
+def examples_markdown(
+    outputs: list[str],
+    preds: list[str],
+    refs: list[str],
+    groups: list[str],
+    per_group: int = 3,
+) -> str:
+    """A few truncated examples per group (category or generator): the text, the
+    induced instruction and the reference, behind a content warning."""
+    from ..report import clip
+
+    lines = [
+        "# Instruction recovery: examples",
+        "",
+        "> **Content warning.** The texts may be hateful or about self-harm; each is cut",
+        "> to 160 characters.",
+        "",
+    ]
+    shown: dict[str, int] = defaultdict(int)
+    for out, pred, ref, group in zip(outputs, preds, refs, groups, strict=True):
+        if shown[group] >= per_group:
+            continue
+        if not shown[group]:
+            lines += [f"## {group}", "", "| text | induced | reference |", "|---|---|---|"]
+        shown[group] += 1
+        cells = [clip(x).replace("|", "\\|") for x in (out, pred or "(empty)", ref)]
+        lines.append("| " + " | ".join(cells) + " |")
+        if shown[group] == per_group:
+            lines.append("")
+    return "\n".join(lines) + "\n"
