@@ -201,3 +201,21 @@ def test_pair_checks_catch_degenerate_and_carried_over_chosen():
     assert bigram_overlap(refusal, rejected) < 0.1
     assert pair_problem(refusal, rejected, 0.3, cfg) is None
     assert pair_problem(refusal, rejected, 0.8, cfg).startswith("near_copy (cosine")
+
+
+def test_contrast_verdict_keeps_on_the_margin_between_orders():
+    from saferinstruct.pipeline import verdict as V
+    from saferinstruct.pipeline.judge import contrast_verdict
+
+    def v(score):
+        return V.Verdict(kept=False, score=score, reason="", raw="", parsed=True, mode="logprobs")
+
+    kept = contrast_verdict(v(0.42), v(0.35), 0.0)
+    assert kept.kept and kept.score == pytest.approx(0.535)
+    dropped = contrast_verdict(v(0.40), v(0.44), 0.0)
+    assert not dropped.kept and "swapped 0.44" in dropped.reason
+    assert not contrast_verdict(v(0.42), v(0.40), 0.05).kept
+    unparsed = V.Verdict(
+        kept=False, score=None, reason="unparsed", raw="", parsed=False, mode="json"
+    )
+    assert contrast_verdict(unparsed, v(0.4), 0.0) is unparsed

@@ -209,6 +209,13 @@ class JudgeConfig:
     min_chosen_words: int = field(
         default=3, metadata=_doc("a chosen with fewer words is degenerate (unhelpful)")
     )
+    contrast: bool = field(
+        default=False,
+        metadata=_doc("also ask with chosen and rejected swapped; keep on the score margin"),
+    )
+    contrast_margin: float = field(
+        default=0.0, metadata=_doc("contrast: keep when score(real) - score(swapped) > this")
+    )
 
 
 @dataclass

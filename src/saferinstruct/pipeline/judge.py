@@ -180,9 +180,41 @@ def judge_records(
         for r, _ in todo
     ]
     verdicts = V.ask(expert, prompts, cfg.verdict, STAGE)
+    if cfg.contrast:
+        swapped = [
+            judge_prompt(
+                template,
+                cfg.verdict.mode,
+                {**r, "chosen": r["text"], "text": r["chosen"]},
+                str(r.get("category")),
+                criteria.get(str(r.get("category")), ""),
+            )
+            for r, _ in todo
+        ]
+        verdicts = [
+            contrast_verdict(v, s, cfg.contrast_margin)
+            for v, s in zip(verdicts, V.ask(expert, swapped, cfg.verdict, STAGE), strict=True)
+        ]
     for (record, cosine), v in zip(todo, verdicts, strict=True):
         record_verdict(record, STAGE, v, model, pair_cosine=cosine)
     return records
+
+
+def contrast_verdict(real: V.Verdict, swapped: V.Verdict, margin: float) -> V.Verdict:
+    """Keep a pair when the expert rates it above the same pair with chosen and rejected
+    swapped. A small model's absolute P(yes) carries a prior that hides its judgement;
+    the difference between the two orders cancels that prior (LLM-judge practice)."""
+    from dataclasses import replace
+
+    if real.score is None or swapped.score is None:
+        return real
+    diff = real.score - swapped.score
+    return replace(
+        real,
+        kept=diff > margin,
+        score=round(0.5 + diff / 2, 4),
+        reason=f"contrast {diff:+.3f} (real {real.score:.2f}, swapped {swapped.score:.2f})",
+    )
 
 
 def _missing(record: Record) -> str | None:
