@@ -56,7 +56,7 @@ def run_cmd(
     limit: LimitOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Run the data pipeline (the stages built so far) and print the funnel as JSON."""
+    """Run the data pipeline: reverse-train (or reuse), induce, filter, respond, judge, assemble."""
     from . import api
 
     cfg = api.load_config(config, set_ or [])
