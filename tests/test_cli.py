@@ -13,7 +13,8 @@ from conftest import ROOT
 from fault_server import FaultServer
 from servers import serve_process, server_stats
 
-COMMANDS = ["run", "reverse-train", "induce", "models", "serve", "eval recovery"]
+COMMANDS = ["run", "reverse-train", "induce", "filter", "respond", "judge", "assemble",
+            "sft", "dpo", "models", "serve", "eval recovery"]  # fmt: skip
 BENIGN = [
     ("r1", "Preheat the oven to 200C, mix flour, water, salt and yeast, knead and bake."),
     ("r2", "The Eiffel Tower is 330 metres tall and stands in Paris, France."),
@@ -48,7 +49,7 @@ def texts_csv(tmp_path, rows=BENIGN):
 def test_help_documents_every_option(command):
     out = cli(*command.split(), "--help", check_rc=0).stdout
     assert "Usage" in out
-    if command in ("run", "induce", "serve", "eval recovery"):
+    if command in ("run", "induce", "serve", "eval recovery", "sft", "dpo"):
         assert "default" in out
 
 
@@ -143,3 +144,18 @@ def test_endpoint_dying_mid_run_keeps_finished_work(tmp_path):
             summary = last_json(done.stdout)
             assert summary["cache_hits"] == 2 and summary["model_calls"] == 4
             assert healthy.counts["total"] == 4
+
+
+@pytest.mark.slow
+def test_sft_then_dpo_from_the_command_line(tmp_path):
+    sample = str(ROOT / "data" / "safer-instruct" / "hate-sample.csv")
+    tiny = ["--max-pairs", "4", "--batch-size", "2", "--max-length", "96"]
+    sft = last_json(cli("sft", "--data", sample, "--out", str(tmp_path / "sft"), *tiny,
+                        check_rc=0).stdout)  # fmt: skip
+    assert (tmp_path / "sft" / "model" / "config.json").exists()
+    dpo = cli("dpo", "--data", sample, "--out", str(tmp_path / "dpo"), "--base-model",
+              sft["model"], *tiny, check_rc=0)  # fmt: skip
+    assert (tmp_path / "dpo" / "model" / "config.json").exists()
+    assert last_json(dpo.stdout)["model"].endswith("model")
+    missing = cli("sft", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x"))
+    assert missing.returncode == 2 and "nope.csv" in missing.stderr

@@ -367,3 +367,31 @@ def eval_recovery(
         path.write_text(examples_markdown(outputs, preds, refs, names))
         summary["examples"] = str(path)
     return summary
+
+
+def load_training_data(data: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Preference rows for SFT/DPO: `hh` (the shipped HH-RLHF training part), a run or
+    dataset directory, a TRL-format jsonl, or a released Safer-Instruct csv."""
+    from .train.data import load_hh, load_preferences
+
+    if str(data) == "hh":
+        return load_hh(split="train", limit=limit)
+    return load_preferences(data, limit=limit)
+
+
+def sft(data: str | Path, out_dir: str | Path, **settings: Any) -> Path:
+    """SFT on the `chosen` responses (never on `rejected`); returns the model directory."""
+    from .train.sft import train_sft
+
+    limit = settings.pop("limit", None)
+    rows = load_training_data(data, limit)
+    return train_sft(rows, out_dir=Path(out_dir), **settings)
+
+
+def dpo(data: str | Path, out_dir: str | Path, **settings: Any) -> Path:
+    """DPO (beta 0.1 by default) on preference rows; returns the model directory."""
+    from .train.dpo import train_dpo
+
+    limit = settings.pop("limit", None)
+    rows = load_training_data(data, limit)
+    return train_dpo(rows, out_dir=Path(out_dir), **settings)

@@ -249,6 +249,64 @@ def assemble_cmd(
     _print_json(result["assemble"])
 
 
+DataOpt = Annotated[
+    str,
+    typer.Option(help="'hh' (shipped HH-RLHF train part), a run/dataset dir, a jsonl or csv"),
+]
+BaseOpt = Annotated[str, typer.Option(help="model to start from: 'embedded' or an HF dir")]
+LoraOpt = Annotated[bool, typer.Option("--lora/--full", help="LoRA (merged) or full")]
+TrainOut = Annotated[Path, typer.Option("--out", "-o", help="output directory (model in model/)")]
+
+
+@app.command("sft")
+def sft_cmd(
+    data: DataOpt,
+    out: TrainOut,
+    base_model: BaseOpt = "embedded",
+    lora: LoraOpt = True,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="default 2e-4 LoRA, 2e-5 full")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="sequences per step")] = 8,
+    epochs: Annotated[float, typer.Option(help="passes over the data")] = 1.0,
+    max_length: Annotated[int, typer.Option(help="tokens per sequence")] = 256,
+    max_pairs: Annotated[int | None, typer.Option(help="use at most N pairs")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="stop cleanly after this")] = None,
+) -> None:
+    """Supervised fine-tuning on the chosen responses (the rejected text is never a target)."""
+    from . import api
+
+    path = api.sft(data, out, base_model=base_model, lora=lora, learning_rate=learning_rate,
+                   batch_size=batch_size, epochs=epochs, max_length=max_length,
+                   max_minutes=max_minutes, limit=max_pairs)  # fmt: skip
+    _print_json({"model": str(path)})
+
+
+@app.command("dpo")
+def dpo_cmd(
+    data: DataOpt,
+    out: TrainOut,
+    base_model: BaseOpt = "embedded",
+    beta: Annotated[float, typer.Option(help="DPO beta (the paper: 0.1)")] = 0.1,
+    lora: LoraOpt = True,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="default 5e-5 LoRA, 5e-7 full (the paper)")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="pairs per step")] = 4,
+    epochs: Annotated[float, typer.Option(help="passes over the data")] = 1.0,
+    max_length: Annotated[int, typer.Option(help="tokens per sequence")] = 256,
+    max_pairs: Annotated[int | None, typer.Option(help="use at most N pairs")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="stop cleanly after this")] = None,
+) -> None:
+    """Direct preference optimisation on preference pairs, from --base-model (an SFT model)."""
+    from . import api
+
+    path = api.dpo(data, out, base_model=base_model, beta=beta, lora=lora,
+                   learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
+                   max_length=max_length, max_minutes=max_minutes, limit=max_pairs)  # fmt: skip
+    _print_json({"model": str(path)})
+
+
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluation commands.")
 app.add_typer(eval_app, name="eval")
 

@@ -1,0 +1,163 @@
+"""SFT and DPO over TRL: the HH converter on real transcripts, SFT's targets (chosen
+only), a few DPO steps that widen the chosen-minus-rejected margin, and the loaders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from saferinstruct.io import read_jsonl
+from saferinstruct.paths import data_dir
+from saferinstruct.train.data import (
+    hh_default_path,
+    hh_split,
+    hh_to_preference,
+    load_hh,
+    load_preferences,
+)
+
+pytestmark = pytest.mark.slow
+
+CSV = data_dir() / "safer-instruct" / "hate-sample.csv"
+
+
+def short_pairs(n: int, max_chars: int = 300) -> list[dict]:
+    """Released Safer-Instruct pairs whose chosen and rejected differ clearly and are short."""
+    rows = []
+    for r in load_preferences(CSV):
+        c, j = r["chosen"][0]["content"], r["rejected"][0]["content"]
+        p = r["prompt"][0]["content"]
+        if len(c) + len(j) + len(p) < max_chars and c[:20] != j[:20]:
+            rows.append(r)
+        if len(rows) == n:
+            break
+    assert len(rows) == n
+    return rows
+
+
+def test_hh_converter_on_real_transcripts():
+    raw = list(read_jsonl(hh_default_path()))
+    pairs = [hh_to_preference(r["chosen"], r["rejected"]) for r in raw]
+    ok = [p for p in pairs if p is not None]
+    assert len(ok) > 0.95 * len(raw)
+    for p in ok:
+        roles = [m["role"] for m in p["prompt"]]
+        assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"]
+        assert all(m["content"] for m in p["prompt"])
+        assert [m["role"] for m in p["chosen"]] == ["assistant"]
+        assert [m["role"] for m in p["rejected"]] == ["assistant"]
+        # no turn marker leaks into a message (HH's own "Assistant: Human: ..." quirk,
+        # a model answer that starts with "Human:", is data and stays)
+        for m in p["prompt"] + p["chosen"] + p["rejected"]:
+            assert "\n\nHuman:" not in m["content"] and "\n\nAssistant:" not in m["content"]
+    # a multi-turn example keeps earlier assistant turns in the prompt
+    assert any(len(p["prompt"]) >= 3 for p in ok)
+    # a mismatched prefix is refused
+    assert hh_to_preference(raw[0]["chosen"], raw[1]["rejected"]) is None
+    train, ev = load_hh(split="train"), load_hh(split="eval")
+    assert len(train) + len(ev) == len(ok)
+    assert 0.15 < len(ev) / len(ok) < 0.25
+    first = lambda rows: {r["prompt"][0]["content"].strip() for r in rows}  # noqa: E731
+    assert not first(train) & first(ev)
+    assert [r["id"] for r in load_hh(split="eval")] == [r["id"] for r in ev]
+    assert hh_split(ev[0]["prompt"]) == "eval"
+    assert len(load_hh(split="train", limit=7)) == 7
+
+
+def test_load_preferences_csv_and_jsonl(tmp_path):
+    rows = load_preferences(CSV)
+    assert rows and all(r["rejected"][0]["content"] for r in rows)
+    r = rows[0]
+    assert r["prompt"][0]["role"] == "user" and len(r["prompt"]) == 1
+    assert r["chosen"][0]["role"] == "assistant"
+    assert len(load_preferences(CSV, limit=3)) == 3
+    # TRL-format jsonl, as a file and as a contract dataset directory
+    (tmp_path / "dataset").mkdir()
+    path = tmp_path / "dataset" / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:5]))
+    assert load_preferences(path) == rows[:5]
+    assert load_preferences(tmp_path) == rows[:5]
+    assert len(load_preferences(tmp_path, limit=2)) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "x", "chosen": "y", "rejected": "z"}) + "\n")
+    from saferinstruct.errors import BadInput
+
+    with pytest.raises(BadInput):
+        load_preferences(bad)
+
+
+def test_sft_trains_on_chosen_only(tmp_path):
+    from saferinstruct.train.sft import make_sft_trainer, sft_rows
+
+    data = short_pairs(4)
+    assert all("rejected" not in r for r in sft_rows(data))
+    trainer, _ = make_sft_trainer(data, "embedded", tmp_path, batch_size=2, max_length=128)
+    tok = trainer.processing_class
+    for i, row in enumerate(data):
+        batch = trainer.data_collator([trainer.train_dataset[i]])
+        ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+        supervised = tok.decode([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        assert chosen in supervised
+        assert rejected not in supervised
+        assert row["prompt"][0]["content"] not in supervised
+
+
+def margin(model, tok, rows) -> float:
+    """Sum over rows of log p(chosen | prompt) - log p(rejected | prompt)."""
+    import torch
+
+    def score(prompt, answer):
+        p_ids = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        full = tok.apply_chat_template(prompt + answer, tokenize=False)
+        assert full.startswith(p_ids)
+        a = tok(p_ids, add_special_tokens=False)["input_ids"]
+        b = tok(full, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([b])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        target = ids[0, 1:]
+        lp = logp.gather(1, target[:, None])[:, 0]
+        return lp[len(a) - 1 :].sum().item()
+
+    model.eval()
+    return sum(score(r["prompt"], r["chosen"]) - score(r["prompt"], r["rejected"]) for r in rows)
+
+
+def test_dpo_steps_widen_the_margin(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from saferinstruct.llm.local import resolve_model_path
+    from saferinstruct.train.dpo import train_dpo
+
+    data = short_pairs(4)
+    base = resolve_model_path("embedded")
+    tok = AutoTokenizer.from_pretrained(str(base))
+    before = margin(AutoModelForCausalLM.from_pretrained(str(base)), tok, data)
+    out = train_dpo(
+        data, "embedded", tmp_path, batch_size=2, epochs=2.0, max_length=128,
+        learning_rate=5e-4,
+    )  # fmt: skip
+    after = margin(AutoModelForCausalLM.from_pretrained(str(out)), tok, data)
+    print("margin before, after:", before, after)
+    assert after > before + 1.0, (before, after)
+    assert (tmp_path / "README.md").exists() and (tmp_path / "loss.png").exists()
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_train_sft_writes_a_merged_model_and_card(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from saferinstruct.train.sft import train_sft
+
+    data = short_pairs(4)
+    out = train_sft(data, "embedded", tmp_path, batch_size=2, max_length=96)
+    assert out == tmp_path / "model" and (out / "config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    card = (tmp_path / "README.md").read_text()
+    assert "chosen" in card and "steps" in card
+    assert (tmp_path / "loss.png").exists() and not (tmp_path / "checkpoints").exists()
+    # a second call reuses the finished model
+    assert train_sft(data, "embedded", tmp_path) == out
