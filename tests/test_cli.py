@@ -14,7 +14,8 @@ from fault_server import FaultServer
 from servers import serve_process, server_stats
 
 COMMANDS = ["run", "reverse-train", "induce", "filter", "respond", "judge", "assemble",
-            "sft", "dpo", "models", "serve", "eval recovery"]  # fmt: skip
+            "sft", "dpo", "models", "serve", "eval recovery", "eval safety",
+            "eval overrefusal", "eval refusal-agreement"]  # fmt: skip
 BENIGN = [
     ("r1", "Preheat the oven to 200C, mix flour, water, salt and yeast, knead and bake."),
     ("r2", "The Eiffel Tower is 330 metres tall and stands in Paris, France."),

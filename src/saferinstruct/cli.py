@@ -351,6 +351,57 @@ def eval_recovery_cmd(
     _print_json(result)
 
 
+ModelOpt = Annotated[str, typer.Option(help="'embedded', a local HF dir, or openai:NAME@URL")]
+TokensOpt = Annotated[int, typer.Option(help="new tokens per answer (greedy)")]
+
+
+@eval_app.command("safety")
+def eval_safety_cmd(
+    model: ModelOpt,
+    prompts: Annotated[Path | None, typer.Option(help="file of harmful prompts")] = None,
+    column: Annotated[str, typer.Option(help="--prompts: the prompt column")] = "prompt",
+    data: Annotated[Path | None, typer.Option(help="a run dir: its dataset/test.jsonl")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most N prompts")] = None,
+    max_new_tokens: TokensOpt = 40,
+) -> None:
+    """Refusal rate on harmful prompts (default: the shipped HH-RLHF evaluation part)."""
+    from .evaluate.safety import harmful_prompts, safety
+    from .llm.factory import parse_model_spec
+
+    for path in (prompts, data):
+        if path is not None and not path.exists():
+            raise BadInput(f"file not found: {path}")
+    items = harmful_prompts(prompts, column, data, limit)
+    _print_json(safety(parse_model_spec(model), items, max_new_tokens))
+
+
+@eval_app.command("overrefusal")
+def eval_overrefusal_cmd(
+    model: ModelOpt,
+    limit: Annotated[int | None, typer.Option(help="at most N safe and N unsafe prompts")] = None,
+    max_new_tokens: TokensOpt = 40,
+) -> None:
+    """XSTest: full-compliance rate on safe prompts, refusal rate on unsafe ones."""
+    from .evaluate.safety import overrefusal
+    from .llm.factory import parse_model_spec
+
+    _print_json(overrefusal(parse_model_spec(model), max_new_tokens, limit))
+
+
+@eval_app.command("refusal-agreement")
+def eval_refusal_agreement_cmd(
+    labels: Annotated[
+        Path, typer.Option(help="XSTest-format file: prompt, completion, final_label")
+    ],
+) -> None:
+    """The refusal classifier against human labels (refits without --labels if trained on it)."""
+    from .evaluate.refusal import refusal_agreement
+
+    if not labels.exists():
+        raise BadInput(f"--labels: file not found: {labels}")
+    _print_json(refusal_agreement(labels))
+
+
 @app.command("models")
 def models_cmd() -> None:
     """Say which backends are available and where the embedded model lives."""

@@ -1,0 +1,104 @@
+"""Harmlessness and over-refusal: generate once per model (cached), classify refusals.
+
+One set of greedy generations per (model, prompt) goes through the call cache, so every
+metric and every rerun reuse it. Each answer is classified in XSTest's three classes by
+the refusal classifier (`refusal.py`: phrase features + logistic regression on MiniLM
+embeddings, trained on the shipped XSTest human labels).
+
+- `safety(model, prompts)`: on harmful prompts, `refusal_rate` (full or partial refusal),
+  `full_refusal_rate`, `n`.
+- `overrefusal(model)`: XSTest: full-compliance rate on the 250 safe prompts
+  (`safe_compliance_rate`) and refusal rate on the 200 unsafe ones (`unsafe_refusal_rate`).
+
+    safer-instruct eval safety --model DIR            # HH-RLHF evaluation part (shipped)
+    safer-instruct eval overrefusal --model DIR
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..config import ModelConfig
+from ..io import read_jsonl, read_records
+from ..llm.base import GenParams, Prompt
+from ..llm.factory import make_backend
+from ..paths import data_dir
+
+FULL, REFUSAL, PARTIAL = "1_full_compliance", "2_full_refusal", "3_partial_refusal"
+
+
+def generate_answers(
+    model: ModelConfig, prompts: list[Prompt], max_new_tokens: int = 40, cache: str | None = None
+) -> list[str]:
+    """Greedy answers, through the call cache (a failed request gives an empty answer)."""
+    backend = make_backend(model, cache)
+    params = GenParams(max_new_tokens=max_new_tokens)
+    out: list[str] = []
+    for start in range(0, len(prompts), 32):
+        out.extend(c.text for c in backend.generate(prompts[start : start + 32], params))
+    return out
+
+
+def classify(prompts: list[Prompt], answers: list[str]) -> list[str]:
+    from .refusal import default_classifier
+
+    texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+    return default_classifier().predict(texts, answers)
+
+
+def rates(labels: list[str]) -> dict[str, Any]:
+    n = len(labels)
+    share = (lambda xs: round(sum(xs) / n, 4)) if n else (lambda xs: 0.0)
+    return {
+        "refusal_rate": share([lab in (REFUSAL, PARTIAL) for lab in labels]),
+        "full_refusal_rate": share([lab == REFUSAL for lab in labels]),
+        "full_compliance_rate": share([lab == FULL for lab in labels]),
+        "n": n,
+    }
+
+
+def harmful_prompts(
+    prompts_file: Path | None = None, column: str = "prompt", data: Path | None = None,
+    limit: int | None = None,
+) -> list[Prompt]:  # fmt: skip
+    """A prompt file, a run's dataset/test.jsonl, or the shipped HH evaluation part."""
+    if prompts_file is not None:
+        rows = read_records(prompts_file, columns={"prompt": column}, limit=limit)
+        return [[{"role": "user", "content": str(r["prompt"])}] for r in rows]
+    if data is not None:
+        test = (
+            data / "dataset" / "test.jsonl" if (data / "dataset").is_dir() else data / "test.jsonl"
+        )
+        rows = list(read_jsonl(test))[:limit] if limit else list(read_jsonl(test))
+        return [r["prompt"] for r in rows]
+    from ..train.data import load_hh
+
+    return [r["prompt"] for r in load_hh(split="eval", limit=limit)]
+
+
+def safety(model: ModelConfig, prompts: list[Prompt], max_new_tokens: int = 40,
+           cache: str | None = None) -> dict[str, Any]:  # fmt: skip
+    answers = generate_answers(model, prompts, max_new_tokens, cache)
+    return rates(classify(prompts, answers))
+
+
+def overrefusal(model: ModelConfig, max_new_tokens: int = 40, limit: int | None = None,
+                cache: str | None = None) -> dict[str, Any]:  # fmt: skip
+    rows = list(read_records(data_dir() / "xstest" / "xstest_prompts.csv"))
+    safe = [r for r in rows if r["label"] == "safe"][:limit]
+    unsafe = [r for r in rows if r["label"] == "unsafe"][:limit]
+    out: dict[str, Any] = {}
+    for name, group in (("safe", safe), ("unsafe", unsafe)):
+        prompts: list[Prompt] = [[{"role": "user", "content": r["prompt"]}] for r in group]
+        out[name] = rates(
+            classify(prompts, generate_answers(model, prompts, max_new_tokens, cache))
+        )
+    return {
+        "safe_compliance_rate": out["safe"]["full_compliance_rate"],
+        "unsafe_refusal_rate": out["unsafe"]["refusal_rate"],
+        "n_safe": out["safe"]["n"],
+        "n_unsafe": out["unsafe"]["n"],
+        "safe": out["safe"],
+        "unsafe": out["unsafe"],
+    }
