@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,79 @@ def write_card(path: Path, title: str, sections: dict[str, Any]) -> Path:
             lines += ["```json", json.dumps(value, indent=2, default=str), "```", ""]
     path.write_text("\n".join(lines))
     return path
+
+
+def load_base(base_model: str) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, dtype) of the base model, in the precision the hardware wants."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..llm.local import resolve_model_path
+
+    base = resolve_model_path(base_model)
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if hardware_args()["bf16"] else torch.float32
+    return AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype), tokenizer, dtype
+
+
+def lora_config() -> Any:
+    """LoRA on every attention and MLP projection (r 16, alpha 32)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=16,
+        lora_alpha=32,
+        lora_dropout=0.0,
+        target_modules=[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],  # fmt: skip
+        task_type="CAUSAL_LM",
+    )
+
+
+def save_final(trainer: Any, final: Path, lora: bool) -> None:
+    """Save a normal HF directory (LoRA merged), atomically."""
+    model = trainer.model
+    if lora:
+        model = model.merge_and_unload()
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    trainer.processing_class.save_pretrained(str(tmp))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def train_and_save(
+    trainer: Any, budget: Any, work: Path, lora: bool, title: str, sections: dict[str, Any]
+) -> Path:
+    """Train (resuming from work/checkpoints), save work/model, then the loss curve, the
+    card (`sections` first, then training facts and losses) and the log; drop checkpoints."""
+    final = work / "model"
+    resume = last_checkpoint(work / "checkpoints")
+    start = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    minutes = (time.time() - start) / 60
+    save_final(trainer, final, lora)
+    points = loss_history(trainer.state.log_history)
+    plot_losses(points, work / "loss.png", f"{title}: loss")
+    training = {
+        "steps": trainer.state.global_step,
+        "minutes": round(minutes, 2),
+        "resumed_from": resume,
+        "stopped_by_budget": budget.stopped_early,
+        "hardware": hardware_args(),
+    }
+    card = {**sections, "training": training, "loss": points, "loss curve": "![loss](loss.png)"}
+    write_card(work / "README.md", title, card)
+    (work / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    return final

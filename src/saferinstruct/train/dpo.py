@@ -9,24 +9,19 @@ normal HF directory at `out_dir/model`, with a card and a loss plot beside it.
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
 from .common import (
     hardware_args,
-    last_checkpoint,
-    loss_history,
-    plot_losses,
+    load_base,
+    lora_config,
     quiet_stdout,
     time_budget_callback,
-    write_card,
+    train_and_save,
 )
-from .reverse import _lora_config, _save_final
 
 log = logging.getLogger("saferinstruct")
 
@@ -60,26 +55,17 @@ def make_dpo_trainer(
     precompute_ref: bool = True,
 ) -> tuple[Any, Any]:
     """The TRL DPOTrainer (not yet trained) and its time budget callback."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
-
-    from ..llm.local import resolve_model_path
 
     rows = dpo_rows(data)
     if not rows:
         raise BadInput("dpo: no rows with a prompt, a chosen and a rejected answer")
-    base = resolve_model_path(base_model)
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     hw = hardware_args()
-    dtype = torch.bfloat16 if hw["bf16"] else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
+    model, tokenizer, _ = load_base(base_model)
     ref_model = None
     if not lora:
-        ref_model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
+        ref_model = load_base(base_model)[0]
     lr = learning_rate if learning_rate is not None else (LORA_LR if lora else FULL_LR)
     steps_per_epoch = max(1, -(-len(rows) // batch_size))
     args = DPOConfig(
@@ -108,7 +94,7 @@ def make_dpo_trainer(
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=_lora_config() if lora else None,
+        peft_config=lora_config() if lora else None,
         callbacks=[budget],
     )
     return quiet_stdout(trainer), budget
@@ -140,30 +126,8 @@ def train_dpo(
         max_minutes=max_minutes, seed=seed, precompute_ref=precompute_ref,
     )  # fmt: skip
     trainer, budget = make_dpo_trainer(data, out_dir=out_dir, **settings)
-    resume = last_checkpoint(out_dir / "checkpoints")
-    start = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    minutes = (time.time() - start) / 60
-    _save_final(trainer, trainer.processing_class, final, lora)
-    points = loss_history(trainer.state.log_history)
-    plot_losses(points, out_dir / "loss.png", "DPO loss")
-    write_card(
-        out_dir / "README.md",
-        "DPO model",
-        {
-            "data": {"pairs": len(dpo_rows(data))},
-            "hyper-parameters": {**settings, "learning_rate": trainer.args.learning_rate},
-            "training": {
-                "steps": trainer.state.global_step,
-                "minutes": round(minutes, 2),
-                "resumed_from": resume,
-                "stopped_by_budget": budget.stopped_early,
-                "hardware": hardware_args(),
-            },
-            "loss": points,
-            "loss curve": "![loss](loss.png)",
-        },
-    )
-    (out_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    return final
+    sections = {
+        "data": {"pairs": len(dpo_rows(data))},
+        "hyper-parameters": {**settings, "learning_rate": trainer.args.learning_rate},
+    }
+    return train_and_save(trainer, budget, out_dir, lora, "DPO model", sections)

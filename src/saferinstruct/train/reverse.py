@@ -20,8 +20,6 @@ import hashlib
 import json
 import logging
 import random
-import shutil
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,12 +32,11 @@ from ..paths import cache_root
 from ..pipeline.induce import induce_prompt
 from .common import (
     hardware_args,
-    last_checkpoint,
-    loss_history,
-    plot_losses,
+    load_base,
+    lora_config,
     quiet_stdout,
     time_budget_callback,
-    write_card,
+    train_and_save,
 )
 
 log = logging.getLogger("saferinstruct")
@@ -121,54 +118,24 @@ def train_reverse(cfg: ReverseTrainConfig, out_dir: Path | None = None) -> Path:
         log.info("reverse model already trained: %s", final)
         return final
     trainer, budget, n_pairs = make_trainer(cfg, work)
-    resume = last_checkpoint(work / "checkpoints")
-    start = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    minutes = (time.time() - start) / 60
-    _save_final(trainer, trainer.processing_class, final, cfg.lora)
-    points = loss_history(trainer.state.log_history)
-    plot_losses(points, work / "loss.png", "reverse-train loss")
-    write_card(
-        work / "README.md",
-        "Reverse model (P(instruction | response))",
-        {
-            "data": {"path": cfg.path, "train_pairs": n_pairs, "split": "by id"},
-            "hyper-parameters": asdict(cfg),
-            "training": {
-                "steps": trainer.state.global_step,
-                "minutes": round(minutes, 2),
-                "resumed_from": resume,
-                "stopped_by_budget": budget.stopped_early,
-                "hardware": hardware_args(),
-            },
-            "loss": points,
-            "loss curve": "![loss](loss.png)",
-        },
-    )
-    (work / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-    shutil.rmtree(work / "checkpoints", ignore_errors=True)
-    return final
+    sections = {
+        "data": {"path": cfg.path, "train_pairs": n_pairs, "split": "by id"},
+        "hyper-parameters": asdict(cfg),
+    }
+    title = "Reverse model (P(instruction | response))"
+    return train_and_save(trainer, budget, work, cfg.lora, title, sections)
 
 
 def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:
     """The TRL SFTTrainer for these settings (not yet trained), its budget, pair count."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from ..llm.local import resolve_model_path
-
-    base = resolve_model_path(cfg.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     train_pairs = load_pairs(cfg, "train")[: cfg.max_pairs]
     if not train_pairs:
         raise BadInput(f"reverse_train.path: no training pairs in {cfg.path}")
     dataset = build_dataset(train_pairs, cfg.max_response_chars)
     hw = hardware_args()
-    dtype = torch.bfloat16 if hw["bf16"] else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
+    model, tokenizer, _ = load_base(cfg.base_model)
     steps_per_epoch = max(1, -(-len(train_pairs) // cfg.batch_size))
     args = SFTConfig(
         output_dir=str(work / "checkpoints"),
@@ -195,40 +162,7 @@ def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=_lora_config() if cfg.lora else None,
+        peft_config=lora_config() if cfg.lora else None,
         callbacks=[budget],
     )
     return quiet_stdout(trainer), budget, len(train_pairs)
-
-
-def _lora_config() -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=16,
-        lora_alpha=32,
-        lora_dropout=0.0,
-        target_modules=[
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ],
-        task_type="CAUSAL_LM",
-    )
-
-
-def _save_final(trainer: Any, tokenizer: Any, final: Path, lora: bool) -> None:
-    """Save a normal HF directory (LoRA merged), atomically."""
-    model = trainer.model
-    if lora:
-        model = model.merge_and_unload()
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)

@@ -11,24 +11,19 @@ from its last checkpoint; `max_minutes` stops cleanly and saves.
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
 from .common import (
     hardware_args,
-    last_checkpoint,
-    loss_history,
-    plot_losses,
+    load_base,
+    lora_config,
     quiet_stdout,
     time_budget_callback,
-    write_card,
+    train_and_save,
 )
-from .reverse import _lora_config, _save_final
 
 log = logging.getLogger("saferinstruct")
 
@@ -59,23 +54,14 @@ def make_sft_trainer(
     seed: int = 0,
 ) -> tuple[Any, Any]:
     """The TRL SFTTrainer (not yet trained) and its time budget callback."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
-
-    from ..llm.local import resolve_model_path
 
     rows = sft_rows(data)
     if not rows:
         raise BadInput("sft: no rows with a prompt and a chosen answer")
-    base = resolve_model_path(base_model)
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     hw = hardware_args()
-    dtype = torch.bfloat16 if hw["bf16"] else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
+    model, tokenizer, _ = load_base(base_model)
     lr = learning_rate if learning_rate is not None else (LORA_LR if lora else FULL_LR)
     steps_per_epoch = max(1, -(-len(rows) // batch_size))
     args = SFTConfig(
@@ -102,7 +88,7 @@ def make_sft_trainer(
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=_lora_config() if lora else None,
+        peft_config=lora_config() if lora else None,
         callbacks=[budget],
     )
     return quiet_stdout(trainer), budget
@@ -131,30 +117,10 @@ def train_sft(
         epochs=epochs, max_length=max_length, max_minutes=max_minutes, seed=seed,
     )  # fmt: skip
     trainer, budget = make_sft_trainer(data, out_dir=out_dir, **settings)
-    resume = last_checkpoint(out_dir / "checkpoints")
-    start = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    minutes = (time.time() - start) / 60
-    _save_final(trainer, trainer.processing_class, final, lora)
-    points = loss_history(trainer.state.log_history)
-    plot_losses(points, out_dir / "loss.png", "SFT loss (chosen answers)")
-    write_card(
-        out_dir / "README.md",
-        "SFT model (trained on the chosen answers only)",
-        {
-            "data": {"pairs": len(sft_rows(data)), "target": "chosen (rejected never used)"},
-            "hyper-parameters": {**settings, "learning_rate": trainer.args.learning_rate},
-            "training": {
-                "steps": trainer.state.global_step,
-                "minutes": round(minutes, 2),
-                "resumed_from": resume,
-                "stopped_by_budget": budget.stopped_early,
-                "hardware": hardware_args(),
-            },
-            "loss": points,
-            "loss curve": "![loss](loss.png)",
-        },
+    sections = {
+        "data": {"pairs": len(sft_rows(data)), "target": "chosen (rejected never used)"},
+        "hyper-parameters": {**settings, "learning_rate": trainer.args.learning_rate},
+    }
+    return train_and_save(
+        trainer, budget, out_dir, lora, "SFT model (trained on the chosen answers only)", sections
     )
-    (out_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    return final
