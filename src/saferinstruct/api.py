@@ -136,51 +136,41 @@ def ensure_reverse_model(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def filter_stage(records: list[Record], cfg: RunConfig, run_dir: Path) -> StageResult:
-    """Stage 3: the expert keeps instructions that would elicit the category's behaviour."""
-    from .pipeline.filter import check_filter, filter_records
-
+def _expert_stage(name: str, stage: Any, section: Any, records: list[Record], cfg: RunConfig,
+                  run_dir: Path) -> StageResult:  # fmt: skip
+    """Run an expert stage `stage(chunk, expert, section, domain)` over `records`."""
     expert = make_backend(cfg.expert, cfg.cache)
-    check_filter(records, expert, cfg.filter, cfg.domain)
     return run_stage(
-        "filter",
+        name,
         records,
-        lambda chunk: filter_records(chunk, expert, cfg.filter, cfg.domain),
+        lambda chunk: stage(chunk, expert, section, cfg.domain),
         run_dir,
         total=len(records),
         backends=[expert],
     )
+
+
+def filter_stage(records: list[Record], cfg: RunConfig, run_dir: Path) -> StageResult:
+    """Stage 3: the expert keeps instructions that would elicit the category's behaviour."""
+    from .pipeline.filter import check_filter, filter_records
+
+    check_filter(records, make_backend(cfg.expert, cfg.cache), cfg.filter, cfg.domain)
+    return _expert_stage("filter", filter_records, cfg.filter, records, cfg, run_dir)
 
 
 def respond_stage(records: list[Record], cfg: RunConfig, run_dir: Path) -> StageResult:
     """Stage 4: the expert writes the preferred response (`chosen`)."""
     from .pipeline.respond import respond
 
-    expert = make_backend(cfg.expert, cfg.cache)
-    return run_stage(
-        "respond",
-        records,
-        lambda chunk: respond(chunk, expert, cfg.respond, cfg.domain),
-        run_dir,
-        total=len(records),
-        backends=[expert],
-    )
+    return _expert_stage("respond", respond, cfg.respond, records, cfg, run_dir)
 
 
 def judge_stage(records: list[Record], cfg: RunConfig, run_dir: Path) -> StageResult:
     """Stage 5: the expert checks every finished pair; failures are dropped with reasons."""
     from .pipeline.judge import check_judge, judge_records
 
-    expert = make_backend(cfg.expert, cfg.cache)
-    check_judge(records, expert, cfg.judge, cfg.domain)
-    return run_stage(
-        "judge",
-        records,
-        lambda chunk: judge_records(chunk, expert, cfg.judge, cfg.domain),
-        run_dir,
-        total=len(records),
-        backends=[expert],
-    )
+    check_judge(records, make_backend(cfg.expert, cfg.cache), cfg.judge, cfg.domain)
+    return _expert_stage("judge", judge_records, cfg.judge, records, cfg, run_dir)
 
 
 def assemble_stage(
