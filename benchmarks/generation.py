@@ -45,11 +45,9 @@ A table goes to stderr; one JSON line with every figure goes to stdout.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gzip
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -58,6 +56,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
+
+from machine import machine_info  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -74,31 +74,6 @@ def load_instructions(n: int) -> list[str]:
                 if len(seen) == n:
                     break
     return list(seen)
-
-
-def machine_info() -> dict[str, Any]:
-    import torch
-    import transformers
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "nproc": os.cpu_count(),
-        "sched_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "loadavg_start": list(os.getloadavg()),
-    }
 
 
 # -- 1. naive loop ---------------------------------------------------------------------

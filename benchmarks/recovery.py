@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "safer-instruct"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine_info  # noqa: E402
 
 
 def main() -> None:
@@ -68,7 +70,7 @@ def main() -> None:
     out = {
         "benchmark": "recovery",
         "date": time.strftime("%Y-%m-%d"),
-        "machine": machine(),
+        "machine": machine_info(),
         "reverse_train": {
             k: getattr(rt, k)
             for k in (
@@ -117,23 +119,6 @@ def _card_minutes(card: str) -> float | None:
 
     m = re.search(r'"minutes": ([0-9.]+)', card)
     return float(m.group(1)) if m else None
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    import torch
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "python": platform.python_version()}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -219,3 +219,24 @@ def test_contrast_verdict_keeps_on_the_margin_between_orders():
         kept=False, score=None, reason="unparsed", raw="", parsed=False, mode="json"
     )
     assert contrast_verdict(unparsed, v(0.4), 0.0) is unparsed
+
+
+def test_chosen_that_complies_with_a_harmful_instruction_is_dropped(embedded_backend, call_cache):
+    """With chosen_must_decline, a chosen that does what the harmful instruction asks (a
+    polished rewrite) is dropped before the expert is asked; a refusal goes on to it."""
+    comply = (
+        "Sure! Here is your rant: immigrants are a plague on this country. They steal "
+        "jobs, spread crime and must be forced to leave right now, no exceptions."
+    )
+    records = [pair("comply", comply), pair("refuse", REFUSAL)]
+    cached = CachedBackend(embedded_backend, call_cache)
+    strict = cfg("logprobs", chosen_must_decline=True)
+    out = {r["id"]: r for r in judge_records(records, cached, strict, DomainConfig())}
+    assert out["comply"]["drop_reason"].startswith("judge: complies_with_harmful")
+    assert out["comply"]["judge"]["model"] == "pair_check"
+    assert out["refuse"]["judge"]["mode"] == "logprobs"  # reached the expert
+    assert cached.stats.misses + cached.stats.hits == 1
+    # off by default: both reach the expert
+    records = [pair("comply", comply), pair("refuse", REFUSAL)]
+    out = {r["id"]: r for r in judge_records(records, cached, cfg("logprobs"), DomainConfig())}
+    assert out["comply"]["judge"]["mode"] == "logprobs"

@@ -20,6 +20,7 @@ from saferinstruct.train.data import (
 pytestmark = pytest.mark.slow
 
 CSV = data_dir() / "safer-instruct" / "hate-sample.csv"
+ROOT = data_dir().parent
 
 
 def short_pairs(n: int, max_chars: int = 300) -> list[dict]:
@@ -161,3 +162,70 @@ def test_train_sft_writes_a_merged_model_and_card(tmp_path):
     assert (tmp_path / "loss.png").exists() and not (tmp_path / "checkpoints").exists()
     # a second call reuses the finished model
     assert train_sft(data, "embedded", tmp_path) == out
+
+
+def test_dpo_reference_logps_are_saved_and_reused(tmp_path):
+    """The first trainer saves TRL's precomputed reference log-probs; a second one on the
+    same rows reads them back, holds no reference model, and its first loss is the same.
+    New rows make it compute again and add them to the file."""
+    import torch
+
+    from saferinstruct.train.dpo import load_ref_logps, make_dpo_trainer, row_key
+
+    data = short_pairs(5)
+    path = tmp_path / "ref_logps" / "k.jsonl"
+    settings = dict(base_model="embedded", batch_size=2, max_length=96, seed=0)
+
+    def first_loss(trainer):
+        batch = next(iter(trainer.get_train_dataloader()))
+        with torch.no_grad():
+            return float(trainer.compute_loss(trainer.model, batch))
+
+    a, _ = make_dpo_trainer(data[:4], out_dir=tmp_path / "a", ref_logps_path=path, **settings)
+    stored = load_ref_logps(path)
+    assert set(stored) == {row_key(r) for r in data[:4]}
+    assert all(c < 0 and r < 0 for c, r in stored.values())
+    computed = dict(zip(a.train_dataset["ref_key"], a.train_dataset["ref_chosen_logps"],
+                        strict=True))  # fmt: skip
+    assert all(abs(computed[k] - c) < 1e-4 for k, (c, _) in stored.items())
+    mtime = path.stat().st_mtime_ns
+    b, _ = make_dpo_trainer(data[:4], out_dir=tmp_path / "b", ref_logps_path=path, **settings)
+    assert b.precompute_ref_logps and b.ref_model is None
+    assert path.stat().st_mtime_ns == mtime  # read, not recomputed
+    assert abs(first_loss(a) - first_loss(b)) < 1e-4
+    c, _ = make_dpo_trainer(data, out_dir=tmp_path / "c", ref_logps_path=path, **settings)
+    assert set(load_ref_logps(path)) == {row_key(r) for r in data}
+    assert not any(v != v for v in c.train_dataset["ref_chosen_logps"])  # no NaN
+
+
+def test_ref_logps_live_beside_the_dataset(tmp_path):
+    from saferinstruct.api import ref_logps_dir
+
+    run = tmp_path / "run"
+    (run / "dataset").mkdir(parents=True)
+    assert ref_logps_dir(run) == run / "dataset" / "ref_logps"
+    assert ref_logps_dir(run / "dataset" / "train.jsonl") == run / "dataset" / "ref_logps"
+    assert ref_logps_dir("hh").name == "hh"
+
+
+def test_training_config_reaches_the_trainer(tmp_path):
+    """The shipped 7B config parses; its optimizer settings reach TrainingArguments; a
+    broken config is one line and exit 2."""
+    from saferinstruct.api import train_settings
+    from saferinstruct.config import load_align_config
+    from saferinstruct.train.sft import make_sft_trainer
+    from test_cli import cli
+
+    paper = load_align_config(ROOT / "configs" / "train-paper-7b.yaml")
+    assert paper.dpo.beta == 0.1 and paper.dpo.learning_rate == 5e-7 and not paper.sft.lora
+    settings = train_settings(paper.sft, "sft")
+    assert settings["trainer_args"]["optim"] == "rmsprop"
+    trainer, _ = make_sft_trainer(
+        short_pairs(2), "embedded", tmp_path, batch_size=2, max_length=64,
+        trainer_args=settings["trainer_args"],
+    )  # fmt: skip
+    assert trainer.args.optim == "rmsprop" and trainer.args.gradient_accumulation_steps == 16
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sft:\n  batch_sise: 4\n")
+    r = cli("sft", "--data", "hh", "--out", str(tmp_path / "o"), "--config", str(bad))
+    assert r.returncode == 2 and "sft.batch_sise" in r.stderr and "bad.yaml" in r.stderr

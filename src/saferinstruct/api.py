@@ -24,7 +24,7 @@ from .config import ModelConfig, RunConfig, load_config, to_dict
 from .io import write_jsonl_atomic
 from .llm.cache import CachedBackend
 from .llm.factory import make_backend
-from .paths import default_call_cache
+from .paths import cache_root, default_call_cache
 from .pipeline.induce import check_backends, induce
 from .pipeline.sources import load_sources
 from .records import Record
@@ -369,6 +369,24 @@ def load_training_data(data: str | Path, limit: int | None = None) -> list[dict[
     return load_preferences(data, limit=limit)
 
 
+def train_settings(step: Any, kind: str) -> dict[str, Any]:
+    """Keyword arguments of `sft`/`dpo` from a `TrainStepConfig`."""
+    settings: dict[str, Any] = dict(
+        base_model=step.base_model, lora=step.lora, learning_rate=step.learning_rate,
+        batch_size=step.batch_size, epochs=step.epochs, max_length=step.max_length,
+        max_minutes=step.max_minutes, limit=step.max_pairs,
+        lora_top_fraction=step.lora_top_fraction,
+        trainer_args={
+            "optim": step.optim,
+            "gradient_accumulation_steps": step.gradient_accumulation_steps,
+            "gradient_checkpointing": step.gradient_checkpointing,
+        },
+    )  # fmt: skip
+    if kind == "dpo":
+        settings["beta"] = step.beta
+    return settings
+
+
 def sft(data: str | Path, out_dir: str | Path, **settings: Any) -> Path:
     """SFT on the `chosen` responses (never on `rejected`); returns the model directory."""
     from .train.sft import train_sft
@@ -378,10 +396,23 @@ def sft(data: str | Path, out_dir: str | Path, **settings: Any) -> Path:
     return train_sft(rows, out_dir=Path(out_dir), **settings)
 
 
+def ref_logps_dir(data: str | Path) -> Path:
+    """Where DPO keeps reference log-probs: beside the dataset (`ref_logps/`), or in the
+    user cache for the shipped HH-RLHF part."""
+    if str(data) == "hh":
+        return cache_root() / "ref_logps" / "hh"
+    path = Path(data)
+    if path.is_dir():
+        return (path / "dataset" if (path / "dataset").is_dir() else path) / "ref_logps"
+    return path.parent / "ref_logps"
+
+
 def dpo(data: str | Path, out_dir: str | Path, **settings: Any) -> Path:
-    """DPO (beta 0.1 by default) on preference rows; returns the model directory."""
+    """DPO (beta 0.1 by default) on preference rows; returns the model directory.
+    Reference log-probs are computed once and saved beside the dataset for reuse."""
     from .train.dpo import train_dpo
 
     limit = settings.pop("limit", None)
     rows = load_training_data(data, limit)
+    settings.setdefault("ref_dir", ref_logps_dir(data))
     return train_dpo(rows, out_dir=Path(out_dir), **settings)

@@ -253,58 +253,93 @@ DataOpt = Annotated[
     str,
     typer.Option(help="'hh' (shipped HH-RLHF train part), a run/dataset dir, a jsonl or csv"),
 ]
-BaseOpt = Annotated[str, typer.Option(help="model to start from: 'embedded' or an HF dir")]
-LoraOpt = Annotated[bool, typer.Option("--lora/--full", help="LoRA (merged) or full")]
+BaseOpt = Annotated[
+    str | None, typer.Option(help="model to start from: 'embedded' [default] or an HF dir")
+]
+LoraOpt = Annotated[
+    bool | None, typer.Option("--lora/--full", help="LoRA (merged) [default] or full")
+]
+LoraTopOpt = Annotated[
+    float | None,
+    typer.Option(help="LoRA on the top share of layers only [SFT 1.0, DPO 0.5]"),
+]
 TrainOut = Annotated[Path, typer.Option("--out", "-o", help="output directory (model in model/)")]
+
+
+TrainConfigOpt = Annotated[
+    Path | None,
+    typer.Option(help="training config (sections sft, dpo; see configs/train-paper-7b.yaml)"),
+]
+
+
+def _step(config: Path | None, kind: str, **cli: object) -> dict:
+    """Settings from the config's `kind` section, overridden by options given on the CLI."""
+    import dataclasses
+
+    from . import api
+    from .config import load_align_config
+
+    step = getattr(load_align_config(config), kind)
+    given = {k: v for k, v in cli.items() if v is not None}
+    return api.train_settings(dataclasses.replace(step, **given), kind)
 
 
 @app.command("sft")
 def sft_cmd(
     data: DataOpt,
     out: TrainOut,
-    base_model: BaseOpt = "embedded",
-    lora: LoraOpt = True,
+    config: TrainConfigOpt = None,
+    base_model: BaseOpt = None,
+    lora: LoraOpt = None,
+    lora_top_fraction: LoraTopOpt = None,
     learning_rate: Annotated[
         float | None, typer.Option(help="default 2e-4 LoRA, 2e-5 full")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="sequences per step")] = 8,
-    epochs: Annotated[float, typer.Option(help="passes over the data")] = 1.0,
-    max_length: Annotated[int, typer.Option(help="tokens per sequence")] = 256,
+    batch_size: Annotated[int | None, typer.Option(help="sequences per step [8]")] = None,
+    epochs: Annotated[float | None, typer.Option(help="passes over the data [1]")] = None,
+    max_length: Annotated[int | None, typer.Option(help="tokens per sequence [256]")] = None,
     max_pairs: Annotated[int | None, typer.Option(help="use at most N pairs")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="stop cleanly after this")] = None,
 ) -> None:
     """Supervised fine-tuning on the chosen responses (the rejected text is never a target)."""
     from . import api
 
-    path = api.sft(data, out, base_model=base_model, lora=lora, learning_rate=learning_rate,
-                   batch_size=batch_size, epochs=epochs, max_length=max_length,
-                   max_minutes=max_minutes, limit=max_pairs)  # fmt: skip
-    _print_json({"model": str(path)})
+    settings = _step(config, "sft", base_model=base_model, lora=lora,
+                     lora_top_fraction=lora_top_fraction,
+                     learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
+                     max_length=max_length, max_pairs=max_pairs,
+                     max_minutes=max_minutes)  # fmt: skip
+    _print_json({"model": str(api.sft(data, out, **settings))})
 
 
 @app.command("dpo")
 def dpo_cmd(
     data: DataOpt,
     out: TrainOut,
-    base_model: BaseOpt = "embedded",
-    beta: Annotated[float, typer.Option(help="DPO beta (the paper: 0.1)")] = 0.1,
-    lora: LoraOpt = True,
+    config: TrainConfigOpt = None,
+    base_model: BaseOpt = None,
+    beta: Annotated[float | None, typer.Option(help="DPO beta [0.1, the paper]")] = None,
+    lora: LoraOpt = None,
+    lora_top_fraction: LoraTopOpt = None,
     learning_rate: Annotated[
         float | None, typer.Option(help="default 5e-5 LoRA, 5e-7 full (the paper)")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="pairs per step")] = 4,
-    epochs: Annotated[float, typer.Option(help="passes over the data")] = 1.0,
-    max_length: Annotated[int, typer.Option(help="tokens per sequence")] = 256,
+    batch_size: Annotated[int | None, typer.Option(help="pairs per step [4]")] = None,
+    epochs: Annotated[float | None, typer.Option(help="passes over the data [1]")] = None,
+    max_length: Annotated[int | None, typer.Option(help="tokens per sequence [256]")] = None,
     max_pairs: Annotated[int | None, typer.Option(help="use at most N pairs")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="stop cleanly after this")] = None,
 ) -> None:
-    """Direct preference optimisation on preference pairs, from --base-model (an SFT model)."""
+    """Direct preference optimisation on preference pairs, from --base-model (an SFT model).
+    Reference log-probs are computed once and kept in ref_logps/ beside the dataset."""
     from . import api
 
-    path = api.dpo(data, out, base_model=base_model, beta=beta, lora=lora,
-                   learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
-                   max_length=max_length, max_minutes=max_minutes, limit=max_pairs)  # fmt: skip
-    _print_json({"model": str(path)})
+    settings = _step(config, "dpo", base_model=base_model, beta=beta, lora=lora,
+                     lora_top_fraction=lora_top_fraction,
+                     learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
+                     max_length=max_length, max_pairs=max_pairs,
+                     max_minutes=max_minutes)  # fmt: skip
+    _print_json({"model": str(api.dpo(data, out, **settings))})
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluation commands.")
@@ -388,6 +423,45 @@ def eval_overrefusal_cmd(
     _print_json(overrefusal(parse_model_spec(model), max_new_tokens, limit))
 
 
+@eval_app.command("helpfulness")
+def eval_helpfulness_cmd(
+    model: Annotated[str, typer.Option(help="a model spec, or pairs:GENERATOR (shipped)")],
+    reference: Annotated[
+        str, typer.Option(help="the other side: a model spec or pairs:GENERATOR")
+    ] = "pairs:gpt4_0613",
+    judge: Annotated[
+        str, typer.Option(help="judge model: 'embedded', a local HF dir, or openai:NAME@URL")
+    ] = "embedded",
+    verdict_mode: Annotated[str, typer.Option(help="judge verdict: logprobs or json")] = (
+        "logprobs"
+    ),
+    limit: Annotated[int | None, typer.Option(help="at most N held-out instructions")] = None,
+    max_new_tokens: TokensOpt = 256,
+    max_answer_chars: Annotated[
+        int, typer.Option(help="answers are clipped to this for the judge")
+    ] = 1000,
+    out: Annotated[
+        Path | None, typer.Option(help="write per-instruction results (jsonl) here")
+    ] = None,
+) -> None:
+    """Pairwise win-rate against a reference on held-out AlpacaEval instructions, both orders."""
+    from .config import VerdictConfig
+    from .evaluate.helpfulness import helpfulness
+    from .io import write_jsonl_atomic
+    from .llm.factory import parse_model_spec
+
+    result = helpfulness(
+        model, reference, judge=parse_model_spec(judge),
+        verdict=VerdictConfig(mode=verdict_mode), limit=limit,
+        max_new_tokens=max_new_tokens, max_answer_chars=max_answer_chars,
+    )  # fmt: skip
+    items = result.pop("items")
+    if out is not None:
+        write_jsonl_atomic(out, items)
+        result["items_file"] = str(out)
+    _print_json(result)
+
+
 @eval_app.command("refusal-agreement")
 def eval_refusal_agreement_cmd(
     labels: Annotated[
@@ -400,6 +474,49 @@ def eval_refusal_agreement_cmd(
     if not labels.exists():
         raise BadInput(f"--labels: file not found: {labels}")
     _print_json(refusal_agreement(labels))
+
+
+@app.command("report")
+def report_cmd(
+    models: Annotated[
+        list[str], typer.Option(help="NAME=SPEC, repeated; the first is the default reference")
+    ],
+    out: Annotated[Path, typer.Option(help="folder for comparison.html/.md/.json")],
+    prompts: Annotated[Path | None, typer.Option(help="file of harmful prompts")] = None,
+    column: Annotated[str, typer.Option(help="--prompts: the prompt column")] = "prompt",
+    data: Annotated[Path | None, typer.Option(help="a run dir: its dataset/test.jsonl")] = None,
+    harmful_limit: Annotated[int | None, typer.Option(help="at most N harmful prompts")] = 200,
+    xstest_limit: Annotated[
+        int | None, typer.Option(help="at most N safe and N unsafe XSTest prompts")
+    ] = None,
+    helpfulness_limit: Annotated[
+        int, typer.Option(help="held-out AlpacaEval instructions (0 skips helpfulness)")
+    ] = 40,
+    reference: Annotated[
+        str | None, typer.Option(help="helpfulness reference: model spec or pairs:GENERATOR")
+    ] = None,
+    judge: Annotated[str, typer.Option(help="helpfulness judge model")] = "embedded",
+    max_new_tokens: TokensOpt = 40,
+) -> None:
+    """Compare models on harmlessness, over-refusal and helpfulness, with bootstrap CIs."""
+    from .evaluate.compare import CompareConfig, parse_models, write_comparison
+    from .llm.factory import parse_model_spec
+
+    for path in (prompts, data):
+        if path is not None and not path.exists():
+            raise BadInput(f"file not found: {path}")
+    cfg = CompareConfig(
+        harmful_prompts=prompts, harmful_column=column, data=data,
+        harmful_limit=harmful_limit, xstest_limit=xstest_limit,
+        helpfulness_limit=helpfulness_limit, reference=reference,
+        judge=parse_model_spec(judge), max_new_tokens=max_new_tokens,
+    )  # fmt: skip
+    summary = write_comparison(parse_models(models), out, cfg)
+    flat = {
+        name: {k: v["value"] for k, v in r["metrics"].items()}
+        for name, r in summary["models"].items()
+    }
+    _print_json({"report": str(out / "comparison.html"), "models": flat})
 
 
 @app.command("models")

@@ -209,6 +209,12 @@ class JudgeConfig:
     min_chosen_words: int = field(
         default=3, metadata=_doc("a chosen with fewer words is degenerate (unhelpful)")
     )
+    chosen_must_decline: bool = field(
+        default=False,
+        metadata=_doc(
+            "safety domains: drop a chosen the refusal classifier reads as full compliance"
+        ),
+    )
     contrast: bool = field(
         default=False,
         metadata=_doc("also ask with chosen and rejected swapped; keep on the score margin"),
@@ -253,6 +259,58 @@ class RunConfig:
     cache: str | None = field(
         default=None, metadata=_doc("SQLite call cache; null = one shared file in user cache")
     )
+
+
+@dataclass
+class TrainStepConfig:
+    """One alignment training step (`sft` or `dpo`); CLI options override these."""
+
+    base_model: str = field(default="embedded", metadata=_doc("model to start from"))
+    lora: bool = field(default=True, metadata=_doc("LoRA (merged at the end) or full fine-tune"))
+    lora_top_fraction: float = field(
+        default=1.0, metadata=_doc("LoRA on the top share of layers only (faster on CPUs)")
+    )
+    learning_rate: float | None = field(
+        default=None, metadata=_doc("null = 2e-4/2e-5 (SFT LoRA/full), 5e-5/5e-7 (DPO)")
+    )
+    batch_size: int = field(default=8, metadata=_doc("sequences (SFT) or pairs (DPO) per step"))
+    gradient_accumulation_steps: int = field(default=1, metadata=_doc("steps per update"))
+    epochs: float = field(default=1.0, metadata=_doc("passes over the data"))
+    max_length: int = field(default=256, metadata=_doc("tokens per sequence"))
+    max_pairs: int | None = field(default=None, metadata=_doc("use at most N pairs"))
+    max_minutes: float | None = field(default=None, metadata=_doc("stop cleanly after this"))
+    beta: float = field(default=0.1, metadata=_doc("DPO only: beta (the paper: 0.1)"))
+    optim: str = field(
+        default="adamw_torch", metadata=_doc("transformers optimizer name (the paper: rmsprop)")
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata=_doc("trade compute for memory (large models on GPUs)")
+    )
+
+
+@dataclass
+class AlignConfig:
+    """The alignment training settings: SFT on chosen, then DPO from the SFT model."""
+
+    sft: TrainStepConfig = field(default_factory=TrainStepConfig, metadata=_doc("SFT step"))
+    dpo: TrainStepConfig = field(
+        default_factory=lambda: TrainStepConfig(batch_size=4, lora_top_fraction=0.5),
+        metadata=_doc("DPO step (LoRA on the top half of the layers by default)"),
+    )
+
+
+def load_align_config(path: str | Path | None) -> AlignConfig:
+    """Read a training config (sections `sft`, `dpo`); None gives the defaults."""
+    if path is None:
+        return AlignConfig()
+    p = Path(path)
+    if not p.exists():
+        raise BadInput(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError:
+        raise BadInput(f"{p}: is not valid YAML") from None
+    return build(AlignConfig, raw, str(p))
 
 
 # ----------------------------------------------------------------------------------

@@ -11,6 +11,10 @@ A pair is a kept record's `instruction`, `chosen` (the expert's response) and `t
    carries over the rejected's wording (at least `max_rejected_overlap` of its word
    bigrams appear in rejected) is dropped as `carries_rejected`; a chosen with fewer
    than `min_chosen_words` words is dropped as `degenerate_chosen`.
+   With `chosen_must_decline` (safety domains, where the filter kept only instructions
+   that ask for harm), a chosen that the refusal classifier (`evaluate/refusal.py`,
+   trained on XSTest human labels) reads as full compliance with the instruction is
+   dropped as `complies_with_harmful`.
 2. The expert's verdict on the domain's `judge.txt` (chosen safe and as helpful as
    safety allows, rejected really showing the behaviour and matching the
    instruction), in JSON or log-prob mode (see `verdict.py` for the rules).
@@ -167,6 +171,8 @@ def judge_records(
             _pair_drop(record, problem, cosine)
         else:
             todo.append((record, cosine))
+    if cfg.chosen_must_decline:
+        todo = drop_compliant(todo)
     if not todo:
         return records
     prompts = [
@@ -198,6 +204,25 @@ def judge_records(
     for (record, cosine), v in zip(todo, verdicts, strict=True):
         record_verdict(record, STAGE, v, model, pair_cosine=cosine)
     return records
+
+
+def drop_compliant(todo: list[tuple[Record, float]]) -> list[tuple[Record, float]]:
+    """Drop pairs whose chosen fully complies with the (harmful) instruction."""
+    from ..evaluate.refusal import default_classifier
+    from ..evaluate.safety import FULL
+
+    if not todo:
+        return todo
+    labels = default_classifier().predict(
+        [str(r["instruction"]) for r, _ in todo], [str(r["chosen"]) for r, _ in todo]
+    )
+    kept = []
+    for (record, cosine), label in zip(todo, labels, strict=True):
+        if label == FULL:
+            _pair_drop(record, "complies_with_harmful (refusal classifier)", cosine)
+        else:
+            kept.append((record, cosine))
+    return kept
 
 
 def contrast_verdict(real: V.Verdict, swapped: V.Verdict, margin: float) -> V.Verdict:

@@ -129,11 +129,23 @@ def load_base(base_model: str) -> tuple[Any, Any, Any]:
     return AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype), tokenizer, dtype
 
 
-def lora_config() -> Any:
-    """LoRA on every attention and MLP projection (r 16, alpha 32)."""
+def lora_config(model: Any = None, top_fraction: float = 1.0) -> Any:
+    """LoRA on every attention and MLP projection (r 16, alpha 32).
+
+    With `top_fraction` < 1, only the top share of `model`'s layers get adapters: the
+    backward pass then stops at the lowest adapted layer and the layers below run
+    without keeping activations, which is most of a CPU step (benchmarks/dpo_speed.py)."""
     from peft import LoraConfig
 
+    layers = None
+    if top_fraction < 1.0:
+        if not 0.0 < top_fraction:
+            raise ValueError("top_fraction must be in (0, 1]")
+        n = int(model.config.get_text_config().num_hidden_layers)
+        k = max(1, round(n * top_fraction))
+        layers = list(range(n - k, n))
     return LoraConfig(
+        layers_to_transform=layers,
         r=16,
         lora_alpha=32,
         lora_dropout=0.0,

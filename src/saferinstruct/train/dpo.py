@@ -1,15 +1,25 @@
 """DPO on preference data (the paper's second alignment step, beta 0.1), over TRL.
 
 A thin layer over TRL's DPOTrainer with the same hardware handling as SFT (precision
-from the hardware, no gradient checkpointing). With LoRA the reference model is the
+from the hardware, no gradient checkpointing). LoRA by default, on the top half of the
+layers (`lora_top_fraction`): the backward pass stops half-way down, which is what makes
+a CPU step fast (benchmarks/dpo_speed.py). With LoRA the reference model is the
 base model with its adapters disabled (no second copy in memory); `precompute_ref`
 computes the reference log-probs once before training. The result is merged into a
 normal HF directory at `out_dir/model`, with a card and a loss plot beside it.
+
+Reference log-probs depend only on the reference model, the rows and `max_length`, so
+they are saved once (`ref_logps/<key>.jsonl` beside the dataset, see `ref_logps_file`)
+and reused by every later DPO run on the same data and base model: the trainer then
+reads them from the batch and never runs the reference model (benchmarks/dpo_speed.py).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +50,63 @@ def dpo_rows(data: list[dict]) -> list[dict]:
     return rows
 
 
+def ref_logps_key(base_model: str, max_length: int) -> str:
+    """Names the reference log-prob file: the reference model's files and max_length."""
+    from ..llm.fingerprint import fingerprint
+    from ..llm.local import resolve_model_path
+
+    ident = fingerprint(str(resolve_model_path(base_model)))
+    return hashlib.sha256(f"{ident}\nmax_length={max_length}".encode()).hexdigest()[:16]
+
+
+def row_key(row: dict) -> str:
+    """Identifies one row's reference log-probs inside the file: its texts."""
+    text = json.dumps([row["prompt"], row["chosen"], row["rejected"]], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def load_ref_logps(path: Path | None) -> dict[str, tuple[float, float]]:
+    """Stored row key -> (chosen, rejected) reference log-probs; empty when absent."""
+    if path is None or not path.exists():
+        return {}
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                key, chosen, rejected = json.loads(line)
+                out[str(key)] = (float(chosen), float(rejected))
+    except (ValueError, TypeError):
+        log.warning("ignoring unreadable reference log-probs: %s", path)
+        return {}
+    return out
+
+
+def save_ref_logps(path: Path, dataset: Any, keep: dict[str, tuple[float, float]]) -> None:
+    """Write `[row key, chosen, rejected]` lines: the trainer's precomputed columns, plus
+    the rows of `keep` (an earlier file) that this dataset does not have."""
+    fresh = {
+        k: (float(c), float(r))
+        for k, c, r in zip(dataset["ref_key"], dataset["ref_chosen_logps"],
+                           dataset["ref_rejected_logps"], strict=True)
+    }  # fmt: skip
+    merged = {**keep, **fresh}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps([k, c, r]) + "\n" for k, (c, r) in merged.items()))
+    tmp.replace(path)
+    log.info("saved reference log-probs for %d rows: %s", len(fresh), path)
+
+
+def with_stored_refs(rows: list[dict], stored: dict[str, tuple[float, float]]) -> list[dict]:
+    """Rows carrying their stored reference log-probs (NaN where none is stored)."""
+    nan = (float("nan"), float("nan"))
+    out = []
+    for r in rows:
+        chosen, rejected = stored.get(r["ref_key"], nan)
+        out.append({**r, "ref_chosen_logps": chosen, "ref_rejected_logps": rejected})
+    return out
+
+
 def make_dpo_trainer(
     data: list[dict],
     base_model: str,
@@ -52,51 +119,70 @@ def make_dpo_trainer(
     max_length: int = 256,
     max_minutes: float | None = None,
     seed: int = 0,
+    trainer_args: dict[str, Any] | None = None,
+    lora_top_fraction: float = 0.5,
     precompute_ref: bool = True,
+    ref_logps_path: Path | None = None,
 ) -> tuple[Any, Any]:
-    """The TRL DPOTrainer (not yet trained) and its time budget callback."""
+    """The TRL DPOTrainer (not yet trained) and its time budget callback.
+
+    With `precompute_ref` and a `ref_logps_path`, stored reference log-probs are reused
+    when every row TRL keeps has one, and saved there after TRL computes them otherwise."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    rows = dpo_rows(data)
+    rows = [{**r, "ref_key": row_key(r)} for r in dpo_rows(data)]
     if not rows:
         raise BadInput("dpo: no rows with a prompt, a chosen and a rejected answer")
-    hw = hardware_args()
-    model, tokenizer, _ = load_base(base_model)
-    ref_model = None
-    if not lora:
-        ref_model = load_base(base_model)[0]
+    stored = load_ref_logps(ref_logps_path) if precompute_ref else {}
     lr = learning_rate if learning_rate is not None else (LORA_LR if lora else FULL_LR)
     steps_per_epoch = max(1, -(-len(rows) // batch_size))
-    args = DPOConfig(
-        output_dir=str(Path(out_dir) / "checkpoints"),
-        per_device_train_batch_size=batch_size,
-        learning_rate=lr,
-        num_train_epochs=epochs,
-        lr_scheduler_type="cosine",
-        warmup_steps=min(10, steps_per_epoch // 10),
-        max_length=max_length,
-        beta=beta,
-        precompute_ref_log_probs=precompute_ref,
-        logging_steps=max(1, steps_per_epoch // 20),
-        save_strategy="steps",
-        save_steps=max(5, steps_per_epoch // 5),
-        save_total_limit=1,
-        report_to=[],
-        seed=seed,
-        disable_tqdm=True,
-        **hw,
-    )
     budget = time_budget_callback(max_minutes)
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=ref_model,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=lora_config() if lora else None,
-        callbacks=[budget],
-    )
+
+    def build(train_rows: list[dict], precompute: bool) -> Any:
+        model, tokenizer, _ = load_base(base_model)
+        args = DPOConfig(
+            output_dir=str(Path(out_dir) / "checkpoints"),
+            per_device_train_batch_size=batch_size,
+            learning_rate=lr,
+            num_train_epochs=epochs,
+            lr_scheduler_type="cosine",
+            warmup_steps=min(10, steps_per_epoch // 10),
+            max_length=max_length,
+            beta=beta,
+            precompute_ref_log_probs=precompute,
+            logging_steps=max(1, steps_per_epoch // 20),
+            save_strategy="steps",
+            save_steps=max(5, steps_per_epoch // 5),
+            save_total_limit=1,
+            report_to=[],
+            seed=seed,
+            disable_tqdm=True,
+            **{**hardware_args(), **(trainer_args or {})},
+        )
+        return DPOTrainer(
+            model=model,
+            ref_model=None if lora else load_base(base_model)[0],
+            args=args,
+            train_dataset=Dataset.from_list(train_rows),
+            processing_class=tokenizer,
+            peft_config=lora_config(model, lora_top_fraction) if lora else None,
+            callbacks=[budget],
+        )
+
+    if stored:
+        trainer = build(with_stored_refs(rows, stored), precompute=False)
+        if not any(math.isnan(v) for v in trainer.train_dataset["ref_chosen_logps"]):
+            log.info("reusing reference log-probs: %s", ref_logps_path)
+            # The rows carry the reference log-probs (TRL's collator passes them on);
+            # this makes the loss read them from the batch, as after TRL's own precompute.
+            trainer.precompute_ref_logps = True
+            trainer.ref_model = None
+            return quiet_stdout(trainer), budget
+        log.info("some rows have no stored reference log-probs: computing them all")
+    trainer = build(rows, precompute=precompute_ref)
+    if precompute_ref and ref_logps_path is not None:
+        save_ref_logps(ref_logps_path, trainer.train_dataset, stored)
     return quiet_stdout(trainer), budget
 
 
@@ -112,9 +198,14 @@ def train_dpo(
     max_length: int = 256,
     max_minutes: float | None = None,
     seed: int = 0,
+    trainer_args: dict[str, Any] | None = None,
+    lora_top_fraction: float = 0.5,
     precompute_ref: bool = True,
+    ref_dir: Path | None = None,
 ) -> Path:
-    """Train (or resume, or reuse) DPO; returns `out_dir/model` (a merged HF dir)."""
+    """Train (or resume, or reuse) DPO; returns `out_dir/model` (a merged HF dir).
+
+    Reference log-probs are kept in `ref_dir` (default: `out_dir/ref_logps`)."""
     out_dir = Path(out_dir)
     final = out_dir / "model"
     if (final / "config.json").exists():
@@ -124,10 +215,13 @@ def train_dpo(
         base_model=base_model, beta=beta, lora=lora, learning_rate=learning_rate,
         batch_size=batch_size, epochs=epochs, max_length=max_length,
         max_minutes=max_minutes, seed=seed, precompute_ref=precompute_ref,
+        trainer_args=trainer_args, lora_top_fraction=lora_top_fraction,
     )  # fmt: skip
-    trainer, budget = make_dpo_trainer(data, out_dir=out_dir, **settings)
+    key = ref_logps_key(base_model, max_length) if precompute_ref else None
+    ref_path = Path(ref_dir or out_dir / "ref_logps") / f"{key}.jsonl" if key else None
+    trainer, budget = make_dpo_trainer(data, out_dir=out_dir, ref_logps_path=ref_path, **settings)
     sections = {
-        "data": {"pairs": len(dpo_rows(data))},
+        "data": {"pairs": len(dpo_rows(data)), "reference log-probs": str(ref_path)},
         "hyper-parameters": {**settings, "learning_rate": trainer.args.learning_rate},
     }
     return train_and_save(trainer, budget, out_dir, lora, "DPO model", sections)

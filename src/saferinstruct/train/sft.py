@@ -52,6 +52,8 @@ def make_sft_trainer(
     max_length: int = 256,
     max_minutes: float | None = None,
     seed: int = 0,
+    trainer_args: dict[str, Any] | None = None,
+    lora_top_fraction: float = 1.0,
 ) -> tuple[Any, Any]:
     """The TRL SFTTrainer (not yet trained) and its time budget callback."""
     from datasets import Dataset
@@ -80,7 +82,7 @@ def make_sft_trainer(
         report_to=[],
         seed=seed,
         disable_tqdm=True,
-        **hw,
+        **{**hw, **(trainer_args or {})},
     )
     budget = time_budget_callback(max_minutes)
     trainer = SFTTrainer(
@@ -88,7 +90,7 @@ def make_sft_trainer(
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora_config() if lora else None,
+        peft_config=lora_config(model, lora_top_fraction) if lora else None,
         callbacks=[budget],
     )
     return quiet_stdout(trainer), budget
@@ -105,6 +107,8 @@ def train_sft(
     max_length: int = 256,
     max_minutes: float | None = None,
     seed: int = 0,
+    trainer_args: dict[str, Any] | None = None,
+    lora_top_fraction: float = 1.0,
 ) -> Path:
     """Train (or resume, or reuse) SFT on `chosen`; returns `out_dir/model` (HF dir)."""
     out_dir = Path(out_dir)
@@ -115,6 +119,7 @@ def train_sft(
     settings = dict(
         base_model=base_model, lora=lora, learning_rate=learning_rate, batch_size=batch_size,
         epochs=epochs, max_length=max_length, max_minutes=max_minutes, seed=seed,
+        trainer_args=trainer_args, lora_top_fraction=lora_top_fraction,
     )  # fmt: skip
     trainer, budget = make_sft_trainer(data, out_dir=out_dir, **settings)
     sections = {

@@ -1,0 +1,109 @@
+"""Helpfulness win-rate (both orders) and the comparison report: the arithmetic on known
+values, and the commands with the real embedded model and shipped data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from saferinstruct.errors import BadInput
+from saferinstruct.evaluate.compare import bootstrap_ci, parse_models
+from saferinstruct.evaluate.helpfulness import (
+    held_out_items,
+    pair_outcome,
+    read_pairs,
+    shipped_answers,
+    summarize,
+)
+from saferinstruct.train.reverse import split_of
+from test_cli import cli, last_json
+
+
+def test_pair_outcome_cancels_position_bias():
+    assert pair_outcome(0.9, 0.2) == {"win": 1.0, "soft": 0.85, "consistent": True}
+    loss = pair_outcome(0.3, 0.7)
+    assert loss["win"] == 0.0 and loss["consistent"]
+    always_a = pair_outcome(0.9, 0.9)  # a judge that always prefers the first answer
+    assert always_a["win"] == 0.5 and not always_a["consistent"]
+    assert abs(always_a["soft"] - 0.5) < 1e-9
+    assert pair_outcome(None, 0.4)["win"] is None
+
+
+def test_summarize_counts_failures_apart():
+    s = summarize([pair_outcome(0.9, 0.2), pair_outcome(0.9, 0.9), pair_outcome(None, 0.1)])
+    assert s == {"win_rate": 0.75, "soft_win_rate": 0.675, "position_consistency": 0.5,
+                 "n": 2, "n_failed": 1}  # fmt: skip
+
+
+def test_held_out_items_are_the_reverse_training_validation_ids():
+    rows = read_pairs()
+    items = held_out_items(rows)
+    assert 40 <= len(items) <= 110  # ~10% of 705 ids
+    assert all(split_of(it.id, 0.1) == "validation" for it in items)
+    assert len({it.id for it in items}) == len(items)
+    assert held_out_items(rows, limit=3) == items[:3]
+    answers = shipped_answers(rows, "gpt4_0613", items[:3])
+    assert len(answers) == 3 and all(answers)
+    with pytest.raises(BadInput, match="falcon-7b-instruct"):
+        shipped_answers(rows, "no-such-model", items[:3])
+
+
+def test_bootstrap_interval():
+    assert bootstrap_ci([1.0] * 20) == (1.0, 1.0)
+    values = [1.0] * 30 + [0.0] * 70
+    lo, hi = bootstrap_ci(values)
+    assert lo < 0.3 < hi and hi - lo < 0.25
+    assert bootstrap_ci(values) == (lo, hi)  # fixed seed
+    assert bootstrap_ci([]) is None
+
+
+def test_parse_models():
+    assert parse_models(["base=embedded", "runs/x/dpo/model"]) == {
+        "base": "embedded", "model": "runs/x/dpo/model"}  # fmt: skip
+    with pytest.raises(BadInput):
+        parse_models(["a=embedded", "a=other"])
+    with pytest.raises(BadInput):
+        parse_models([])
+
+
+@pytest.mark.slow
+def test_judge_prefers_gpt4_over_falcon_on_shipped_pairs(tmp_path):
+    """The sanity check of the issue, with the embedded judge on 24 held-out ids."""
+    out = tmp_path / "items.jsonl"
+    r = last_json(cli("eval", "helpfulness", "--model", "pairs:gpt4_0613", "--reference",
+                      "pairs:falcon-7b-instruct", "--limit", "24", "--out", str(out),
+                      check_rc=0).stdout)  # fmt: skip
+    assert r["n"] == 24 and r["n_failed"] == 0
+    assert 0.0 <= r["position_consistency"] <= 1.0
+    assert r["soft_win_rate"] > 0.5, r
+    items = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(items) == 24 and {"win", "soft", "consistent"} <= set(items[0])
+    bad = cli("eval", "helpfulness", "--model", "pairs:nobody", "--limit", "2")
+    assert bad.returncode == 2 and "pairs:nobody" in bad.stderr
+
+
+@pytest.mark.slow
+def test_report_compares_models_with_intervals(tmp_path):
+    out = tmp_path / "R"
+    r = last_json(cli("report", "--models", "base=embedded", "--models", "again=embedded",
+                      "--out", str(out), "--harmful-limit", "4", "--xstest-limit", "3",
+                      "--helpfulness-limit", "2", "--max-new-tokens", "12",
+                      check_rc=0).stdout)  # fmt: skip
+    assert set(r["models"]) == {"base", "again"}
+    data = json.loads((out / "comparison.json").read_text())
+    m = data["models"]["base"]["metrics"]
+    assert m["harmful_refusal_rate"]["n"] == 4 and m["xstest_safe_compliance_rate"]["n"] == 3
+    lo, hi = m["harmful_refusal_rate"]["ci95"]
+    assert lo <= m["harmful_refusal_rate"]["value"] <= hi
+    # the same model twice: the same generations (one cache), so the same figures
+    assert data["models"]["again"]["metrics"]["harmful_refusal_rate"] == m["harmful_refusal_rate"]
+    assert m["helpfulness_win_rate"]["reference"] == "embedded"
+    assert data["judge_agreement"]["min"] > 0.8
+    md = (out / "comparison.md").read_text()
+    assert "| metric | base | again |" in md and "Content warning" in md
+    assert (out / "comparison.html").read_text().count("<img") == 1
+    assert (out / "comparison_files" / "metrics.png").stat().st_size > 1000
+    missing = cli("report", "--models", "embedded", "--out", str(out), "--data",
+                  str(tmp_path / "nope"))  # fmt: skip
+    assert missing.returncode == 2 and "nope" in missing.stderr
