@@ -195,6 +195,12 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--skip", default="", help="comma list of data sets to skip: nofilter,hh")
+    ap.add_argument(
+        "--report",
+        action="store_true",
+        help="also write WORK/R/comparison.html for every model (adds XSTest unsafe prompts "
+        "and the helpfulness win-rate vs the base model)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("httpx", "datasets", "transformers", "sentence_transformers"):
@@ -220,8 +226,10 @@ def main() -> None:
 
     sets = eval_sets(prompts_csv, args)
     results = {"base": timed("eval:base", lambda: evaluate("embedded", sets, args))}
+    models = {"base": "embedded"}
     for name, path in data.items():
         for model_name, spec in train(work, name, path, n, args).items():
+            models[model_name] = spec
             results[model_name] = timed(f"eval:{model_name}",
                                         lambda s=spec: evaluate(s, sets, args))  # fmt: skip
     base = results["base"]
@@ -253,6 +261,14 @@ def main() -> None:
         "timings_s": TIMINGS, "minutes": round((time.time() - started) / 60, 1),
     }  # fmt: skip
     (work / "results.json").write_text(json.dumps(summary, indent=1, default=str))
+    if args.report:
+        from saferinstruct.evaluate.compare import CompareConfig, write_comparison
+
+        cfg = CompareConfig(harmful_prompts=prompts_csv, harmful_limit=args.harmful // 2,
+                            xstest_limit=args.xstest, helpfulness_limit=20,
+                            max_new_tokens=args.max_new_tokens)  # fmt: skip
+        timed("report", lambda: write_comparison(models, work / "R", cfg))
+        summary["report"] = str(work / "R" / "comparison.html")
     print(json.dumps(summary, default=str))
 
 
