@@ -4,18 +4,23 @@ values, and the commands with the real embedded model and shipped data."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
+from saferinstruct.config import VerdictConfig
 from saferinstruct.errors import BadInput
 from saferinstruct.evaluate.compare import bootstrap_ci, parse_models
 from saferinstruct.evaluate.helpfulness import (
+    Item,
     held_out_items,
+    judge_pairs,
     pair_outcome,
     read_pairs,
     shipped_answers,
     summarize,
 )
+from saferinstruct.llm.base import Capabilities, Completion
 from saferinstruct.train.reverse import split_of
 from test_cli import cli, last_json
 
@@ -28,6 +33,50 @@ def test_pair_outcome_cancels_position_bias():
     assert always_a["win"] == 0.5 and not always_a["consistent"]
     assert abs(always_a["soft"] - 0.5) < 1e-9
     assert pair_outcome(None, 0.4)["win"] is None
+
+
+class ContentJudge:
+    """A judge with a known taste, over the real verdict reader: P(yes) = 0.9 when
+    Response A is the one containing GOOD, 0.3 otherwise; `bias` adds to P(yes)."""
+
+    kind = "local"
+
+    def __init__(self, bias=0.0):
+        self.bias = bias
+
+    def identity(self):
+        return "content-judge"
+
+    def capabilities(self):
+        return Capabilities(logprobs=True, score=True)
+
+    def generate(self, prompts, params):
+        out = []
+        for p in prompts:
+            text = p[-1]["content"]
+            a = text.split("Response A:")[1].split("Response B:")[0]
+            p_yes = min(0.99, (0.9 if "GOOD" in a else 0.3) + self.bias)
+            tops = {"yes": math.log(p_yes), "no": math.log(1 - p_yes)}
+            out.append(Completion(texts=["yes"], top_logprobs=[tops]))
+        return out
+
+    def score(self, prompts, continuations):
+        raise AssertionError("not used")
+
+
+def test_both_orders_find_a_known_preference_through_position_bias():
+    items = [Item(str(i), f"question {i}") for i in range(4)]
+    good = [f"GOOD answer {i}" for i in range(4)]
+    bad = [f"weak answer {i}" for i in range(4)]
+    cfg = VerdictConfig(mode="logprobs")
+    for bias in (0.0, 0.05):  # 0.05: always leans to A, still below 0.5 for the weak one
+        s = summarize(judge_pairs(ContentJudge(bias), items, good, bad, cfg, 100))
+        assert s["win_rate"] == 1.0 and s["position_consistency"] == 1.0, (bias, s)
+        s = summarize(judge_pairs(ContentJudge(bias), items, bad, good, cfg, 100))
+        assert s["win_rate"] == 0.0
+    s = summarize(judge_pairs(ContentJudge(0.3), items, good, bad, cfg, 100))
+    assert s["win_rate"] == 0.5 and s["position_consistency"] == 0.0  # bias wins every order
+    assert s["soft_win_rate"] > 0.5  # the soft rate still sees the preference
 
 
 def test_summarize_counts_failures_apart():
@@ -69,14 +118,16 @@ def test_parse_models():
 
 @pytest.mark.slow
 def test_judge_prefers_gpt4_over_falcon_on_shipped_pairs(tmp_path):
-    """The sanity check of the issue, with the embedded judge on 24 held-out ids."""
+    """The sanity check of the issue, with the embedded judge on 24 held-out ids. It
+    passes narrowly (measured: win 0.52, soft 0.505, position consistency 0.12): the
+    135M judge is mostly position bias, which the two orders cancel (docs/benchmarks.md)."""
     out = tmp_path / "items.jsonl"
     r = last_json(cli("eval", "helpfulness", "--model", "pairs:gpt4_0613", "--reference",
                       "pairs:falcon-7b-instruct", "--limit", "24", "--out", str(out),
                       check_rc=0).stdout)  # fmt: skip
     assert r["n"] == 24 and r["n_failed"] == 0
     assert 0.0 <= r["position_consistency"] <= 1.0
-    assert r["soft_win_rate"] > 0.5, r
+    assert r["win_rate"] > 0.5 and r["soft_win_rate"] > 0.5, r
     items = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(items) == 24 and {"win", "soft", "consistent"} <= set(items[0])
     bad = cli("eval", "helpfulness", "--model", "pairs:nobody", "--limit", "2")

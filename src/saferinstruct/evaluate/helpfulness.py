@@ -29,7 +29,7 @@ from typing import Any
 
 from ..config import ModelConfig, VerdictConfig
 from ..errors import BadInput
-from ..llm.base import Prompt
+from ..llm.base import Backend, Prompt
 from ..paths import data_dir
 from ..prompts import load
 
@@ -134,13 +134,22 @@ def summarize(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def judge_pairs(backend: Backend, items: list[Item], ours: list[str], theirs: list[str],
+                verdict: VerdictConfig, max_chars: int) -> list[dict[str, Any]]:  # fmt: skip
+    """One outcome per item (see `pair_outcome`), each pair judged in both orders."""
+    from ..pipeline.verdict import ask
+
+    prompts = judge_prompts(items, ours, theirs, verdict.mode, max_chars)
+    scores = [v.score if v.parsed else None for v in ask(backend, prompts, verdict, "judge")]
+    return [pair_outcome(scores[2 * i], scores[2 * i + 1]) for i in range(len(items))]
+
+
 def helpfulness(model: str, reference: str, judge: ModelConfig | None = None,
                 verdict: VerdictConfig | None = None, limit: int | None = None,
                 max_new_tokens: int = 256, max_answer_chars: int = 1000,
                 cache: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Win-rate of `model` against `reference` on held-out AlpacaEval instructions."""
     from ..llm.factory import make_backend
-    from ..pipeline.verdict import ask
 
     verdict = verdict or VerdictConfig(mode="logprobs")
     rows = read_pairs()
@@ -148,9 +157,7 @@ def helpfulness(model: str, reference: str, judge: ModelConfig | None = None,
     ours = answers_for(model, rows, items, max_new_tokens, cache)
     theirs = answers_for(reference, rows, items, max_new_tokens, cache)
     backend = make_backend(judge or ModelConfig(), cache)
-    prompts = judge_prompts(items, ours, theirs, verdict.mode, max_answer_chars)
-    scores = [v.score if v.parsed else None for v in ask(backend, prompts, verdict, "judge")]
-    outcomes = [pair_outcome(scores[2 * i], scores[2 * i + 1]) for i in range(len(items))]
+    outcomes = judge_pairs(backend, items, ours, theirs, verdict, max_answer_chars)
     summary = summarize(outcomes)
     summary.update(model=model, reference=reference, judge=backend.identity())
     summary["items"] = [
