@@ -4,6 +4,7 @@ real OpenAI-compatible server (`safer-instruct serve`) with faults in front of i
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -149,7 +150,9 @@ def test_endpoint_dying_mid_run_keeps_finished_work(tmp_path):
 
 @pytest.mark.slow
 def test_sft_then_dpo_from_the_command_line(tmp_path):
-    sample = str(ROOT / "data" / "safer-instruct" / "hate-sample.csv")
+    # a copy, so the reference log-probs saved beside it stay out of the project's data/
+    sample = str(tmp_path / "hate-sample.csv")
+    shutil.copy(ROOT / "data" / "safer-instruct" / "hate-sample.csv", sample)
     tiny = ["--max-pairs", "4", "--batch-size", "2", "--max-length", "96"]
     sft = last_json(cli("sft", "--data", sample, "--out", str(tmp_path / "sft"), *tiny,
                         check_rc=0).stdout)  # fmt: skip
@@ -158,5 +161,6 @@ def test_sft_then_dpo_from_the_command_line(tmp_path):
               sft["model"], *tiny, check_rc=0)  # fmt: skip
     assert (tmp_path / "dpo" / "model" / "config.json").exists()
     assert last_json(dpo.stdout)["model"].endswith("model")
+    assert len(list((tmp_path / "ref_logps").glob("*.jsonl"))) == 1
     missing = cli("sft", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x"))
     assert missing.returncode == 2 and "nope.csv" in missing.stderr
