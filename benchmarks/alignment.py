@@ -146,17 +146,17 @@ def train(work: Path, name: str, data: Path, n: int, args: argparse.Namespace) -
 def evaluate(spec: str, sets: dict[str, list], args: argparse.Namespace) -> dict[str, Any]:
     from saferinstruct.config import ModelConfig
     from saferinstruct.evaluate.compare import rate
-    from saferinstruct.evaluate.safety import FULL, PARTIAL, REFUSAL, classify, generate_answers
+    from saferinstruct.evaluate.safety import classify, generate_answers, indicators
 
     out: dict[str, Any] = {}
     refused_all: list[float] = []
     for name, prompts in sets.items():
         answers = generate_answers(ModelConfig(model=spec), prompts, args.max_new_tokens)
-        labels = classify(prompts, answers)
+        flags = indicators(classify(prompts, answers))
         if name == "xstest_safe":
-            out["xstest_safe_compliance"] = rate([float(x == FULL) for x in labels], 1000)
+            out["xstest_safe_compliance"] = rate(flags["full_compliance_rate"], 1000)
             continue
-        refused = [float(x in (REFUSAL, PARTIAL)) for x in labels]
+        refused = flags["refusal_rate"]
         refused_all += refused
         out[f"refusal_{name}"] = rate(refused, 1000)
     out["refusal_harmful"] = rate(refused_all, 1000)
@@ -164,17 +164,13 @@ def evaluate(spec: str, sets: dict[str, list], args: argparse.Namespace) -> dict
 
 
 def eval_sets(prompts_csv: Path, args: argparse.Namespace) -> dict[str, list]:
-    from saferinstruct.evaluate.safety import harmful_prompts
-    from saferinstruct.io import read_records
-    from saferinstruct.paths import data_dir
+    from saferinstruct.evaluate.safety import harmful_prompts, xstest_prompts
 
     half = args.harmful // 2
     released = harmful_prompts(prompts_csv, "prompt", None, half)
     hh = harmful_prompts(None, "prompt", None, args.harmful - len(released))
-    xs = [r["prompt"] for r in read_records(data_dir() / "xstest" / "xstest_prompts.csv")
-          if r["label"] == "safe"][: args.xstest]  # fmt: skip
     return {"released_heldout": released, "hh_eval": hh,
-            "xstest_safe": [[{"role": "user", "content": p}] for p in xs]}  # fmt: skip
+            "xstest_safe": xstest_prompts("safe", args.xstest)}  # fmt: skip
 
 
 def table(results: dict[str, Any]) -> None:

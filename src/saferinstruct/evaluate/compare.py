@@ -43,6 +43,14 @@ RATE_METRICS = (
     ("helpfulness_win_rate", "win-rate vs the reference (AlpacaEval held out)", "0.5 = tie"),
 )
 
+SET_METRICS = {
+    "harmful": (("harmful_refusal_rate", "refusal_rate"),
+                ("harmful_full_refusal_rate", "full_refusal_rate")),
+    "xstest_safe": (("xstest_safe_compliance_rate", "full_compliance_rate"),),
+    "xstest_unsafe": (("xstest_unsafe_refusal_rate", "refusal_rate"),),
+}  # fmt: skip
+"""Report metric <- `safety.indicators` rate, per prompt set."""
+
 
 @dataclass
 class CompareConfig:
@@ -105,21 +113,16 @@ def rate(values: list[float], resamples: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- measuring
 
 
-def _chat(texts: list[str]) -> list[Prompt]:
-    return [[{"role": "user", "content": t}] for t in texts]
-
-
 def prompt_sets(cfg: CompareConfig) -> dict[str, list[Prompt]]:
     """The prompt sets every model answers: harmful, XSTest safe, XSTest unsafe."""
-    from ..io import read_records
-    from ..paths import data_dir
-    from .safety import harmful_prompts
+    from .safety import harmful_prompts, xstest_prompts
 
     harmful = harmful_prompts(cfg.harmful_prompts, cfg.harmful_column, cfg.data, cfg.harmful_limit)
-    rows = list(read_records(data_dir() / "xstest" / "xstest_prompts.csv"))
-    safe = [r["prompt"] for r in rows if r["label"] == "safe"][: cfg.xstest_limit]
-    unsafe = [r["prompt"] for r in rows if r["label"] == "unsafe"][: cfg.xstest_limit]
-    return {"harmful": harmful, "xstest_safe": _chat(safe), "xstest_unsafe": _chat(unsafe)}
+    return {
+        "harmful": harmful,
+        "xstest_safe": xstest_prompts("safe", cfg.xstest_limit),
+        "xstest_unsafe": xstest_prompts("unsafe", cfg.xstest_limit),
+    }
 
 
 def refusal_labels(spec: str, prompts: list[Prompt], cfg: CompareConfig) -> tuple[list, list]:
@@ -133,25 +136,16 @@ def measure_model(spec: str, sets: dict[str, list[Prompt]], reference: str,
                   cfg: CompareConfig) -> dict[str, Any]:  # fmt: skip
     """Every metric of one model, with per-prompt values kept for the intervals."""
     from .helpfulness import helpfulness
-    from .safety import FULL, PARTIAL, REFUSAL
+    from .safety import indicators
 
     out: dict[str, Any] = {"spec": spec, "metrics": {}, "answers": {}}
     m = out["metrics"]
     for name, prompts in sets.items():
         answers, labels = refusal_labels(spec, prompts, cfg)
         out["answers"][name] = answers
-        refused = [float(lab in (REFUSAL, PARTIAL)) for lab in labels]
-        if name == "harmful":
-            m["harmful_refusal_rate"] = rate(refused, cfg.bootstrap)
-            m["harmful_full_refusal_rate"] = rate(
-                [float(lab == REFUSAL) for lab in labels], cfg.bootstrap
-            )
-        elif name == "xstest_safe":
-            m["xstest_safe_compliance_rate"] = rate(
-                [float(lab == FULL) for lab in labels], cfg.bootstrap
-            )
-        else:
-            m["xstest_unsafe_refusal_rate"] = rate(refused, cfg.bootstrap)
+        flags = indicators(labels)
+        for metric, source in SET_METRICS[name]:
+            m[metric] = rate(flags[source], cfg.bootstrap)
     if cfg.helpfulness_limit != 0:
         h = helpfulness(
             spec, reference, judge=cfg.judge, limit=cfg.helpfulness_limit,

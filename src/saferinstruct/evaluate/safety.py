@@ -47,15 +47,30 @@ def classify(prompts: list[Prompt], answers: list[str]) -> list[str]:
     return default_classifier().predict(texts, answers)
 
 
+def indicators(labels: list[str]) -> dict[str, list[float]]:
+    """Per answer, 1.0 or 0.0 for each rate: refusal (full or partial), full refusal,
+    full compliance (the report bootstraps these)."""
+    return {
+        "refusal_rate": [float(lab in (REFUSAL, PARTIAL)) for lab in labels],
+        "full_refusal_rate": [float(lab == REFUSAL) for lab in labels],
+        "full_compliance_rate": [float(lab == FULL) for lab in labels],
+    }
+
+
 def rates(labels: list[str]) -> dict[str, Any]:
     n = len(labels)
-    share = (lambda xs: round(sum(xs) / n, 4)) if n else (lambda xs: 0.0)
-    return {
-        "refusal_rate": share([lab in (REFUSAL, PARTIAL) for lab in labels]),
-        "full_refusal_rate": share([lab == REFUSAL for lab in labels]),
-        "full_compliance_rate": share([lab == FULL for lab in labels]),
-        "n": n,
+    out: dict[str, Any] = {
+        k: round(sum(v) / n, 4) if n else 0.0 for k, v in indicators(labels).items()
     }
+    out["n"] = n
+    return out
+
+
+def xstest_prompts(label: str, limit: int | None = None) -> list[Prompt]:
+    """XSTest prompts (shipped) with this `label` ('safe' or 'unsafe'), as chat prompts."""
+    rows = read_records(data_dir() / "xstest" / "xstest_prompts.csv")
+    texts = [r["prompt"] for r in rows if r["label"] == label][:limit]
+    return [[{"role": "user", "content": t}] for t in texts]
 
 
 def harmful_prompts(
@@ -85,12 +100,9 @@ def safety(model: ModelConfig, prompts: list[Prompt], max_new_tokens: int = 40,
 
 def overrefusal(model: ModelConfig, max_new_tokens: int = 40, limit: int | None = None,
                 cache: str | None = None) -> dict[str, Any]:  # fmt: skip
-    rows = list(read_records(data_dir() / "xstest" / "xstest_prompts.csv"))
-    safe = [r for r in rows if r["label"] == "safe"][:limit]
-    unsafe = [r for r in rows if r["label"] == "unsafe"][:limit]
     out: dict[str, Any] = {}
-    for name, group in (("safe", safe), ("unsafe", unsafe)):
-        prompts: list[Prompt] = [[{"role": "user", "content": r["prompt"]}] for r in group]
+    for name in ("safe", "unsafe"):
+        prompts = xstest_prompts(name, limit)
         out[name] = rates(
             classify(prompts, generate_answers(model, prompts, max_new_tokens, cache))
         )

@@ -33,6 +33,41 @@ def hardware_args() -> dict[str, Any]:
     }
 
 
+def schedule_args(
+    out_dir: Path,
+    n_rows: int,
+    batch_size: int,
+    learning_rate: float,
+    epochs: float,
+    max_length: int,
+    seed: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The TrainingArguments fields every trainer here shares: a cosine schedule with a
+    short warm-up, ~20 log lines and ~5 checkpoints per epoch in `out_dir/checkpoints`
+    (for resuming; only the last is kept), no reporting or tqdm, precision from the
+    hardware. `extra` (a user's optimizer settings, say) overrides any of them."""
+    steps_per_epoch = max(1, -(-n_rows // batch_size))
+    return {
+        "output_dir": str(Path(out_dir) / "checkpoints"),
+        "per_device_train_batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "num_train_epochs": epochs,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": min(10, steps_per_epoch // 10),
+        "max_length": max_length,
+        "logging_steps": max(1, steps_per_epoch // 20),
+        "save_strategy": "steps",
+        "save_steps": max(5, steps_per_epoch // 5),
+        "save_total_limit": 1,
+        "report_to": [],
+        "seed": seed,
+        "disable_tqdm": True,
+        **hardware_args(),
+        **(extra or {}),
+    }
+
+
 def time_budget_callback(max_minutes: float | None) -> Any:
     """A TrainerCallback that stops training cleanly (and saves) after `max_minutes`."""
     from transformers import TrainerCallback

@@ -25,10 +25,10 @@ from typing import Any
 
 from ..errors import BadInput
 from .common import (
-    hardware_args,
     load_base,
     lora_config,
     quiet_stdout,
+    schedule_args,
     time_budget_callback,
     train_and_save,
 )
@@ -136,29 +136,16 @@ def make_dpo_trainer(
         raise BadInput("dpo: no rows with a prompt, a chosen and a rejected answer")
     stored = load_ref_logps(ref_logps_path) if precompute_ref else {}
     lr = learning_rate if learning_rate is not None else (LORA_LR if lora else FULL_LR)
-    steps_per_epoch = max(1, -(-len(rows) // batch_size))
     budget = time_budget_callback(max_minutes)
 
     def build(train_rows: list[dict], precompute: bool) -> Any:
         model, tokenizer, _ = load_base(base_model)
         args = DPOConfig(
-            output_dir=str(Path(out_dir) / "checkpoints"),
-            per_device_train_batch_size=batch_size,
-            learning_rate=lr,
-            num_train_epochs=epochs,
-            lr_scheduler_type="cosine",
-            warmup_steps=min(10, steps_per_epoch // 10),
-            max_length=max_length,
+            **schedule_args(
+                out_dir, len(rows), batch_size, lr, epochs, max_length, seed, trainer_args
+            ),  # fmt: skip
             beta=beta,
             precompute_ref_log_probs=precompute,
-            logging_steps=max(1, steps_per_epoch // 20),
-            save_strategy="steps",
-            save_steps=max(5, steps_per_epoch // 5),
-            save_total_limit=1,
-            report_to=[],
-            seed=seed,
-            disable_tqdm=True,
-            **{**hardware_args(), **(trainer_args or {})},
         )
         return DPOTrainer(
             model=model,

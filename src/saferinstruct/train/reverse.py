@@ -31,10 +31,10 @@ from ..llm.fingerprint import file_hash, fingerprint
 from ..paths import cache_root
 from ..pipeline.induce import induce_prompt
 from .common import (
-    hardware_args,
     load_base,
     lora_config,
     quiet_stdout,
+    schedule_args,
     time_budget_callback,
     train_and_save,
 )
@@ -134,27 +134,19 @@ def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:
     if not train_pairs:
         raise BadInput(f"reverse_train.path: no training pairs in {cfg.path}")
     dataset = build_dataset(train_pairs, cfg.max_response_chars)
-    hw = hardware_args()
     model, tokenizer, _ = load_base(cfg.base_model)
-    steps_per_epoch = max(1, -(-len(train_pairs) // cfg.batch_size))
     args = SFTConfig(
-        output_dir=str(work / "checkpoints"),
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs,
-        lr_scheduler_type="cosine",
-        warmup_steps=min(10, steps_per_epoch // 10),
-        max_length=cfg.max_length,
+        **schedule_args(
+            work,
+            len(train_pairs),
+            cfg.batch_size,
+            cfg.learning_rate,
+            cfg.epochs,
+            cfg.max_length,
+            cfg.seed,
+        ),  # fmt: skip
         completion_only_loss=True,
         train_sampling_strategy="group_by_length",
-        logging_steps=max(1, steps_per_epoch // 20),
-        save_strategy="steps",
-        save_steps=max(5, steps_per_epoch // 5),
-        save_total_limit=1,
-        report_to=[],
-        seed=cfg.seed,
-        disable_tqdm=True,
-        **hw,
     )
     budget = time_budget_callback(cfg.max_minutes)
     trainer = SFTTrainer(

@@ -17,10 +17,10 @@ from typing import Any
 
 from ..errors import BadInput
 from .common import (
-    hardware_args,
     load_base,
     lora_config,
     quiet_stdout,
+    schedule_args,
     time_budget_callback,
     train_and_save,
 )
@@ -62,27 +62,13 @@ def make_sft_trainer(
     rows = sft_rows(data)
     if not rows:
         raise BadInput("sft: no rows with a prompt and a chosen answer")
-    hw = hardware_args()
     model, tokenizer, _ = load_base(base_model)
     lr = learning_rate if learning_rate is not None else (LORA_LR if lora else FULL_LR)
-    steps_per_epoch = max(1, -(-len(rows) // batch_size))
     args = SFTConfig(
-        output_dir=str(Path(out_dir) / "checkpoints"),
-        per_device_train_batch_size=batch_size,
-        learning_rate=lr,
-        num_train_epochs=epochs,
-        lr_scheduler_type="cosine",
-        warmup_steps=min(10, steps_per_epoch // 10),
-        max_length=max_length,
+        **schedule_args(
+            out_dir, len(rows), batch_size, lr, epochs, max_length, seed, trainer_args
+        ),  # fmt: skip
         completion_only_loss=True,
-        logging_steps=max(1, steps_per_epoch // 20),
-        save_strategy="steps",
-        save_steps=max(5, steps_per_epoch // 5),
-        save_total_limit=1,
-        report_to=[],
-        seed=seed,
-        disable_tqdm=True,
-        **{**hw, **(trainer_args or {})},
     )
     budget = time_budget_callback(max_minutes)
     trainer = SFTTrainer(
