@@ -229,3 +229,6 @@ def test_training_config_reaches_the_trainer(tmp_path):
     bad.write_text("sft:\n  batch_sise: 4\n")
     r = cli("sft", "--data", "hh", "--out", str(tmp_path / "o"), "--config", str(bad))
     assert r.returncode == 2 and "sft.batch_sise" in r.stderr and "bad.yaml" in r.stderr
+    r = cli("dpo", "--data", "hh", "--out", str(tmp_path / "o"), "--lora-top-fraction", "0")
+    assert r.returncode == 2 and "dpo.lora_top_fraction" in r.stderr
+    assert not (tmp_path / "o").exists()

@@ -371,6 +371,11 @@ def load_training_data(data: str | Path, limit: int | None = None) -> list[dict[
 
 def train_settings(step: Any, kind: str) -> dict[str, Any]:
     """Keyword arguments of `sft`/`dpo` from a `TrainStepConfig`."""
+    from .errors import BadInput
+
+    if not 0.0 < step.lora_top_fraction <= 1.0:
+        raise BadInput(f"{kind}.lora_top_fraction: expected a number in (0, 1], "
+                       f"got {step.lora_top_fraction}")  # fmt: skip
     settings: dict[str, Any] = dict(
         base_model=step.base_model, lora=step.lora, learning_rate=step.learning_rate,
         batch_size=step.batch_size, epochs=step.epochs, max_length=step.max_length,
