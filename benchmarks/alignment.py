@@ -134,12 +134,15 @@ def hh_data(work: Path, n: int) -> Path:
 def train(work: Path, name: str, data: Path, n: int, args: argparse.Namespace) -> dict[str, str]:
     from saferinstruct import api
 
-    common = dict(max_length=args.max_length, limit=n, epochs=1.0)
+    common = dict(max_length=args.max_length, limit=n)
+    tag = f"-e{args.sft_epochs:g}"  # model folders say their epochs: runs coexist
     sft = timed(f"sft:{name}", lambda: api.sft(
-        data, work / "models" / f"{name}-sft", batch_size=8, **common))  # fmt: skip
-    dpo = timed(f"dpo:{name}", lambda: api.dpo(
-        data, work / "models" / f"{name}-dpo", base_model=str(sft), batch_size=4,
+        data, work / "models" / f"{name}-sft{tag}", batch_size=8, epochs=args.sft_epochs,
         **common))  # fmt: skip
+    dpo = timed(f"dpo:{name}", lambda: api.dpo(
+        data, work / "models" / f"{name}-dpo{tag}-{args.dpo_epochs:g}", base_model=str(sft),
+        batch_size=4,
+        epochs=args.dpo_epochs, **common))  # fmt: skip
     return {f"{name}-sft": str(sft), f"{name}-dpo": str(dpo)}
 
 
@@ -190,6 +193,8 @@ def main() -> None:
     ap.add_argument("--xstest", type=int, default=250, help="XSTest safe prompts")
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--sft-epochs", type=float, default=3.0, help="SFT passes over the pairs")
+    ap.add_argument("--dpo-epochs", type=float, default=1.0, help="DPO passes over the pairs")
     ap.add_argument("--skip", default="", help="comma list of data sets to skip: nofilter,hh")
     ap.add_argument(
         "--report",

@@ -153,7 +153,7 @@ def test_sft_then_dpo_from_the_command_line(tmp_path):
     # a copy, so the reference log-probs saved beside it stay out of the project's data/
     sample = str(tmp_path / "hate-sample.csv")
     shutil.copy(ROOT / "data" / "safer-instruct" / "hate-sample.csv", sample)
-    tiny = ["--max-pairs", "4", "--batch-size", "2", "--max-length", "96"]
+    tiny = ["--max-pairs", "4", "--batch-size", "2", "--max-length", "96", "--epochs", "1"]
     sft = last_json(cli("sft", "--data", sample, "--out", str(tmp_path / "sft"), *tiny,
                         check_rc=0).stdout)  # fmt: skip
     assert (tmp_path / "sft" / "model" / "config.json").exists()

@@ -64,6 +64,18 @@ def test_split_is_by_id_and_stable():
     assert [p["id"] for p in load_pairs(cfg, "validation")] == [p["id"] for p in val]
 
 
+def test_training_prefix_covers_distinct_instructions_first():
+    """AlpacaEval has 16 answers per instruction: the first max_pairs pairs must not repeat
+    an instruction while another one is still unused."""
+    cfg = ReverseTrainConfig(path=str(data_dir() / "alpacaeval" / "pairs.jsonl.gz"))
+    train = load_pairs(cfg, "train")
+    ids = {p["id"] for p in train}
+    prefix = [p["id"] for p in train[: len(ids)]]
+    assert len(set(prefix)) == len(ids)
+    assert len({p["id"] for p in train[len(ids) : 2 * len(ids)]}) == len(ids)
+    assert len(train) > 10 * len(ids)  # still every pair, only reordered
+
+
 def test_only_completion_tokens_carry_loss(tmp_path):
     path, rows = tiny_pairs(tmp_path)
     trainer, _, _ = make_trainer(small_cfg(path), tmp_path / "w")

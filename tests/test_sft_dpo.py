@@ -153,7 +153,7 @@ def test_train_sft_writes_a_merged_model_and_card(tmp_path):
     from saferinstruct.train.sft import train_sft
 
     data = short_pairs(4)
-    out = train_sft(data, "embedded", tmp_path, batch_size=2, max_length=96)
+    out = train_sft(data, "embedded", tmp_path, batch_size=2, max_length=96, epochs=1.0)
     assert out == tmp_path / "model" and (out / "config.json").exists()
     model = AutoModelForCausalLM.from_pretrained(str(out))
     assert not any("lora" in n for n, _ in model.named_parameters())

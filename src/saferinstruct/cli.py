@@ -296,7 +296,7 @@ def sft_cmd(
         float | None, typer.Option(help="default 2e-4 LoRA, 2e-5 full")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="sequences per step [8]")] = None,
-    epochs: Annotated[float | None, typer.Option(help="passes over the data [1]")] = None,
+    epochs: Annotated[float | None, typer.Option(help="passes over the data [3]")] = None,
     max_length: Annotated[int | None, typer.Option(help="tokens per sequence [256]")] = None,
     max_pairs: Annotated[int | None, typer.Option(help="use at most N pairs")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="stop cleanly after this")] = None,

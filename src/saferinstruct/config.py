@@ -106,7 +106,9 @@ class ReverseTrainConfig:
     path: str = field(default="", metadata=_doc("pairs file; default: shipped AlpacaEval pairs"))
     instruction_column: str = field(default="instruction", metadata=_doc("instruction column"))
     response_column: str = field(default="output", metadata=_doc("response column"))
-    max_pairs: int = field(default=560, metadata=_doc("training pairs used (after the split)"))
+    max_pairs: int = field(
+        default=800, metadata=_doc("training pairs used (after the split; distinct ids first)")
+    )
     validation_fraction: float = field(default=0.1, metadata=_doc("share of ids held out"))
     max_response_chars: int = field(
         default=320, metadata=_doc("responses are cut to this many characters (also at induce)")
@@ -292,7 +294,10 @@ class TrainStepConfig:
 class AlignConfig:
     """The alignment training settings: SFT on chosen, then DPO from the SFT model."""
 
-    sft: TrainStepConfig = field(default_factory=TrainStepConfig, metadata=_doc("SFT step"))
+    sft: TrainStepConfig = field(
+        default_factory=lambda: TrainStepConfig(epochs=3.0),
+        metadata=_doc("SFT step (3 epochs: one moved the embedded model half as far)"),
+    )
     dpo: TrainStepConfig = field(
         default_factory=lambda: TrainStepConfig(batch_size=4, lora_top_fraction=0.5),
         metadata=_doc("DPO step (LoRA on the top half of the layers by default)"),

@@ -43,6 +43,7 @@ log = logging.getLogger("saferinstruct")
 
 # Settings that change the trained weights (and so the cache key). max_minutes is not
 # one of them on purpose: a budget-stopped model is marked as such in its card.
+_DATA_ORDER = "distinct-ids-first"  # how pairs are picked; part of the cache key
 _KEY_FIELDS = (
     "base_model", "instruction_column", "response_column", "max_pairs", "validation_fraction",
     "max_response_chars", "max_length", "lora", "learning_rate", "batch_size", "epochs", "seed",
@@ -56,7 +57,8 @@ def split_of(pair_id: str, validation_fraction: float) -> str:
 
 
 def load_pairs(cfg: ReverseTrainConfig, split: str) -> list[dict[str, str]]:
-    """The (id, instruction, response) pairs of one split, in a seeded shuffled order."""
+    """The (id, instruction, response) pairs of one split, in a seeded shuffled order with
+    distinct ids first (see `distinct_ids_first`)."""
     columns = {"instruction": cfg.instruction_column, "response": cfg.response_column}
     rows = [
         {"id": str(r["group_id"]), "instruction": r["instruction"], "response": r["response"]}
@@ -65,7 +67,19 @@ def load_pairs(cfg: ReverseTrainConfig, split: str) -> list[dict[str, str]]:
     ]
     rows = [r for r in rows if split_of(r["id"], cfg.validation_fraction) == split]
     random.Random(cfg.seed).shuffle(rows)
-    return rows
+    return distinct_ids_first(rows)
+
+
+def distinct_ids_first(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Reorder so that every id's first pair comes before any id's second, and so on:
+    a `max_pairs` prefix then covers as many different instructions as it can (AlpacaEval
+    has 16 answers per instruction). Stable: keeps the shuffled order within each round."""
+    seen: dict[str, int] = {}
+    ranked = []
+    for i, r in enumerate(rows):
+        seen[r["id"]] = seen.get(r["id"], -1) + 1
+        ranked.append((seen[r["id"]], i, r))
+    return [r for _, _, r in sorted(ranked, key=lambda t: (t[0], t[1]))]
 
 
 def _with_group_ids(records: Any) -> Any:
@@ -95,6 +109,7 @@ def model_key(cfg: ReverseTrainConfig) -> str:
     settings = {k: getattr(cfg, k) for k in _KEY_FIELDS}
     settings["base_model"] = fingerprint(cfg.base_model)
     settings["data"] = file_hash(Path(cfg.path))
+    settings["order"] = _DATA_ORDER
     blob = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
