@@ -141,8 +141,7 @@ def train(work: Path, name: str, data: Path, n: int, args: argparse.Namespace) -
         **common))  # fmt: skip
     dpo = timed(f"dpo:{name}", lambda: api.dpo(
         data, work / "models" / f"{name}-dpo{tag}-{args.dpo_epochs:g}", base_model=str(sft),
-        batch_size=4,
-        epochs=args.dpo_epochs, **common))  # fmt: skip
+        batch_size=4, epochs=args.dpo_epochs, **common))  # fmt: skip
     return {f"{name}-sft": str(sft), f"{name}-dpo": str(dpo)}
 
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import random
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,13 @@ def distinct_ids_first(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     """Reorder so that every id's first pair comes before any id's second, and so on:
     a `max_pairs` prefix then covers as many different instructions as it can (AlpacaEval
     has 16 answers per instruction). Stable: keeps the shuffled order within each round."""
-    seen: dict[str, int] = {}
-    ranked = []
-    for i, r in enumerate(rows):
-        seen[r["id"]] = seen.get(r["id"], -1) + 1
-        ranked.append((seen[r["id"]], i, r))
-    return [r for _, _, r in sorted(ranked, key=lambda t: (t[0], t[1]))]
+    seen: Counter[str] = Counter()
+    rounds = []
+    for r in rows:
+        rounds.append(seen[r["id"]])
+        seen[r["id"]] += 1
+    order = sorted(range(len(rows)), key=rounds.__getitem__)  # sorted() is stable
+    return [rows[i] for i in order]
 
 
 def _with_group_ids(records: Any) -> Any:
