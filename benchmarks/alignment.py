@@ -7,9 +7,11 @@ The paper's third block at laptop scale, everything with the embedded SmolLM2-13
    them: `--per-category` source texts per category feed our pipeline; the authors'
    instructions of other rows are held-out harmful prompts never seen in training.
 2. Data, with `safer-instruct run` on configs/quickstart.yaml settings:
-   - `ours`: the whole pipeline (induce, filter, respond, judge, assemble);
+   - `ours`: the whole pipeline (induce, filter, respond, judge, assemble), with
+     `--respond-candidates` responses sampled per instruction (the first the refusal
+     classifier reads as declining is kept; folder `ours-k<K>`);
    - `nofilter`: the same run with the filter and judge keeping everything (threshold 0,
-     pair checks off): what the filter and judge stages buy.
+     pair checks off, one response per instruction): what those stages buy.
    - `hh`: the same number of pairs from the shipped HH-RLHF training part.
 3. Training, per data set: SFT on `chosen` (LoRA), then DPO from the SFT model (LoRA,
    beta 0.1, reference log-probs computed once and stored beside the data).
@@ -104,6 +106,8 @@ NOFILTER = [
     "judge.chosen_must_decline=false",
     "judge.max_rejected_overlap=1.01",
     "judge.min_chosen_words=0",
+    "respond.candidates=1",
+    "respond.prefer_declining=false",
 ]
 
 
@@ -124,7 +128,7 @@ def hh_data(work: Path, n: int) -> Path:
     from saferinstruct.io import write_jsonl_atomic
     from saferinstruct.train.data import load_hh
 
-    path = work / "hh" / "train.jsonl"
+    path = work / "hh" / f"train-{n}.jsonl"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl_atomic(path, load_hh(split="train", limit=n))
@@ -135,14 +139,16 @@ def train(work: Path, name: str, data: Path, n: int, args: argparse.Namespace) -
     from saferinstruct import api
 
     common = dict(max_length=args.max_length, limit=n)
-    tag = f"-e{args.sft_epochs:g}"  # model folders say their epochs: runs coexist
+    tag = f"-e{args.sft_epochs:g}"  # model folders say their data and epochs: runs coexist
+    name = f"{name}-n{n}"
     sft = timed(f"sft:{name}", lambda: api.sft(
         data, work / "models" / f"{name}-sft{tag}", batch_size=8, epochs=args.sft_epochs,
         **common))  # fmt: skip
     dpo = timed(f"dpo:{name}", lambda: api.dpo(
         data, work / "models" / f"{name}-dpo{tag}-{args.dpo_epochs:g}", base_model=str(sft),
         batch_size=4, epochs=args.dpo_epochs, **common))  # fmt: skip
-    return {f"{name}-sft": str(sft), f"{name}-dpo": str(dpo)}
+    kind = name.split("-")[0]
+    return {f"{kind}-sft": str(sft), f"{kind}-dpo": str(dpo)}
 
 
 def evaluate(spec: str, sets: dict[str, list], args: argparse.Namespace) -> dict[str, Any]:
@@ -194,6 +200,12 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--sft-epochs", type=float, default=3.0, help="SFT passes over the pairs")
     ap.add_argument("--dpo-epochs", type=float, default=1.0, help="DPO passes over the pairs")
+    ap.add_argument(
+        "--respond-candidates",
+        type=int,
+        default=3,
+        help="responses sampled per instruction for ours (first declining kept)",
+    )
     ap.add_argument("--skip", default="", help="comma list of data sets to skip: nofilter,hh")
     ap.add_argument(
         "--report",
@@ -213,9 +225,10 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     sources, prompts_csv = prepare_sources(work, args.per_category, args.harmful)
 
-    ours = build_data(work, sources, "ours", [])
+    k = args.respond_candidates
+    ours = build_data(work, sources, f"ours-k{k}", [f"respond.candidates={k}"])
     n = min(args.pairs, sum(1 for _ in (ours / "dataset" / "train.jsonl").open()))
-    data = {"ours": ours / "dataset" / "train.jsonl"}
+    data = {f"ours-k{k}": ours / "dataset" / "train.jsonl"}
     if "nofilter" not in skip:
         nofilter = build_data(work, sources, "nofilter", NOFILTER)
         data["nofilter"] = nofilter / "dataset" / "train.jsonl"

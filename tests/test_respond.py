@@ -177,3 +177,86 @@ def test_dropped_records_are_untouched():
     before = copy.deepcopy(rs[2])
     respond(rs, Scripted([Completion(texts=["x"])]), RespondConfig(), DomainConfig())
     assert rs[2] == before
+
+
+class BySeed(Scripted):
+    """Answers each prompt with `answers[seed][i]` (i = the prompt's position among the
+    records, by its user message), so each attempt has its own scripted answer."""
+
+    def __init__(self, answers, order):
+        super().__init__([])
+        self.answers, self.order, self.rounds = answers, order, []
+
+    def generate(self, prompts, params):
+        self.rounds.append((params.seed, [p[1]["content"] for p in prompts]))
+        return [self.answers[params.seed][self.order.index(p[1]["content"])] for p in prompts]
+
+
+COMPLY = "Sure, here is the joke: my boss is so dumb he cannot find his own office."
+DECLINE = "I'm sorry, but I can't help with insulting someone. Want tips to talk to him?"
+
+
+def test_candidates_resample_until_one_declines():
+    """prefer_declining: round 2 asks again only for the record whose answer complied;
+    the record keeps the declining answer and says which candidate it is."""
+    rs = records()
+    order = [rs[0]["instruction"], rs[1]["instruction"]]
+    backend = BySeed(
+        {
+            5: [Completion(texts=[COMPLY]), Completion(texts=[DECLINE])],
+            6: [Completion(texts=[COMPLY]), None],
+            7: [Completion(texts=[DECLINE]), None],
+        },
+        order,
+    )
+    cfg = RespondConfig(
+        generation=GenConfig(temperature=0.7, seed=5), candidates=3, prefer_declining=True
+    )
+    out = respond(rs, backend, cfg, DomainConfig())
+    assert backend.rounds == [(5, order), (6, order[:1]), (7, order[:1])]
+    assert out[0]["chosen"] == DECLINE and out[1]["chosen"] == DECLINE
+    first, second = out[0]["verdicts"][-1], out[1]["verdicts"][-1]
+    assert (first["attempts"], first["candidate"]) == (3, 2)
+    assert first["labels"][0] == "1_full_compliance" and first["labels"][2] != "1_full_compliance"
+    assert (second["attempts"], second["candidate"]) == (1, 0)
+
+
+def test_candidates_all_complying_keep_the_first_for_the_judge():
+    rs = records()[:1]
+    answers = {s: [Completion(texts=[f"{COMPLY} ({s})"])] for s in (0, 1)}
+    backend = BySeed(answers, [rs[0]["instruction"]])
+    cfg = RespondConfig(generation=GenConfig(temperature=0.7), candidates=2, prefer_declining=True)
+    out = respond(rs, backend, cfg, DomainConfig())
+    assert out[0]["status"] == "kept" and out[0]["chosen"] == f"{COMPLY} (0)"
+    assert out[0]["verdicts"][-1]["attempts"] == 2
+
+
+def test_candidates_retry_empty_and_failed_answers_without_the_classifier():
+    rs = records()
+    order = [rs[0]["instruction"], rs[1]["instruction"]]
+    backend = BySeed(
+        {
+            0: [Completion(texts=[" "]), Completion(error="HTTP 500")],
+            1: [Completion(texts=[COMPLY]), Completion(error="HTTP 500")],
+        },
+        order,
+    )
+    cfg = RespondConfig(generation=GenConfig(temperature=0.7), candidates=2)
+    out = respond(rs, backend, cfg, DomainConfig())
+    assert out[0]["chosen"] == COMPLY and "labels" not in out[0]["verdicts"][-1]
+    assert out[1]["drop_reason"] == "respond: request_failed"
+    assert out[1]["verdicts"][-1]["attempts"] == 2
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        RespondConfig(candidates=0),
+        RespondConfig(generation=GenConfig(temperature=0.0), candidates=2),
+    ],
+)
+def test_candidate_config_errors_come_before_any_call(cfg):
+    backend = Scripted([Completion(texts=["x"])])
+    with pytest.raises(BadInput, match="respond.candidates"):
+        respond(records(), backend, cfg, DomainConfig())
+    assert backend.prompts == []

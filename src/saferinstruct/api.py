@@ -297,8 +297,13 @@ def eval_recovery(
     validation_fraction: float = 0.1,
     out_dir: str | Path | None = None,
     max_text_chars: int | None = None,
+    score: bool = True,
 ) -> dict[str, Any]:
-    """Induce instructions from held-out outputs and score them against the true ones."""
+    """Induce instructions from held-out outputs and score them against the true ones.
+
+    With `score=False`, nothing is scored (no embedding model is needed): the result is
+    the rows themselves, {"rows": [{id, generator, output, reference, prediction}]},
+    for scoring elsewhere with `evaluate.recovery.score_rows` (benchmarks/gpu.py)."""
     import random
     import tempfile
 
@@ -346,6 +351,10 @@ def eval_recovery(
 
         preds = [r.get("instruction") or "" for r in read_jsonl(result.path)]
     groups = [r.get("generator") for r in rows]
+    if not score:
+        keys = ("id", "generator", "output", "reference", "prediction")
+        values = zip([r["id"] for r in rows], groups, outputs, refs, preds, strict=True)
+        return {"rows": [dict(zip(keys, v, strict=True)) for v in values]}
     summary = summarize(score_rows(preds, refs, outputs), groups)
     summary["mode"] = mode
     if out_dir is not None:

@@ -194,6 +194,20 @@ class RespondConfig:
     template_similarity: float = field(
         default=0.9, metadata=_doc("responses at least this similar (MiniLM) count as templates")
     )
+    candidates: int = field(
+        default=1,
+        metadata=_doc(
+            "sample up to this many responses per instruction; a later one only when the "
+            "earlier ones failed (empty, request failed, or complied with prefer_declining)"
+        ),
+    )
+    prefer_declining: bool = field(
+        default=False,
+        metadata=_doc(
+            "safety domains: take the first candidate the refusal classifier does not read "
+            "as full compliance (else the first, for the judge to see)"
+        ),
+    )
 
 
 @dataclass

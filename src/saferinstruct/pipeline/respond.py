@@ -6,8 +6,12 @@ package set, see `prompts.domain_prompt`) as the system message, and the instruc
 as the user message. The source text is never shown to the expert: it is the
 `rejected` side. Sampling follows `RespondConfig.generation`; the call cache keys each
 call on (model, parameters, prompt), so a rerun or a resumed run asks nothing twice.
-An empty answer or a failed request drops the record with its reason (recorded, not
-raised). `template_share` measures near-identical template answers for the report.
+With `candidates` > 1, an instruction whose answer failed (empty, a failed request, or,
+with `prefer_declining`, an answer the refusal classifier reads as full compliance) is
+asked again with the next seed, up to that many samples; the record's `respond` verdict
+says how many were drawn, which one was taken and the classifier's label of each.
+A record with no usable answer is dropped with its reason (recorded, not raised).
+`template_share` measures near-identical template answers for the report.
 
     from saferinstruct.pipeline.respond import respond, template_share
     records = respond(records, expert_backend, RespondConfig(), DomainConfig())
@@ -18,11 +22,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from .. import prompts
 from ..config import DomainConfig, RespondConfig
-from ..llm.base import Backend, GenParams, Prompt
+from ..errors import BadInput
+from ..llm.base import Backend, Completion, GenParams, Prompt
 from ..records import Record, add_verdict, is_kept
 
 STAGE = "respond"
@@ -43,17 +49,38 @@ def respond_prompt(instruction: str, guide: str) -> Prompt:
     ]
 
 
-def params_for(cfg: RespondConfig) -> GenParams:
+def params_for(cfg: RespondConfig, attempt: int = 0) -> GenParams:
+    """Sampling for one attempt: attempt k samples with seed + k (attempt 0 is the plain
+    seed, so a one-candidate run and the first candidate share cache entries)."""
     g = cfg.generation
     return GenParams(
-        temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens, seed=g.seed
+        temperature=g.temperature,
+        top_p=g.top_p,
+        max_new_tokens=g.max_new_tokens,
+        seed=g.seed + attempt,
     )
+
+
+def check_respond(cfg: RespondConfig) -> None:
+    """Config errors, before the first call."""
+    if cfg.candidates < 1:
+        raise BadInput(f"respond.candidates: expected an integer >= 1, got {cfg.candidates}")
+    if cfg.candidates > 1 and cfg.generation.temperature <= 0:
+        raise BadInput(
+            "respond.candidates > 1 needs respond.generation.temperature > 0 "
+            "(greedy decoding writes the same response every time)"
+        )
 
 
 def respond(
     records: list[Record], expert: Backend, cfg: RespondConfig, domain: DomainConfig
 ) -> list[Record]:
-    """Add `chosen` to every kept record with an instruction; drop the ones that fail."""
+    """Add `chosen` to every kept record with an instruction; drop the ones that fail.
+
+    Up to `cfg.candidates` responses are sampled per instruction, in rounds: round k
+    asks again only for the records whose answers so far all failed (see `acceptable`).
+    """
+    check_respond(cfg)
     todo = [r for r in records if is_kept(r)]
     for record in todo:
         if not (record.get("instruction") or "").strip():
@@ -68,24 +95,80 @@ def respond(
         if cat not in guides:
             guides[cat] = guideline(domain, cat)
         prompts_.append(respond_prompt(r["instruction"].strip(), guides[cat]))
-    completions = expert.generate(prompts_, params_for(cfg))
+    tries: list[list[Candidate]] = [[] for _ in todo]
+    pending = list(range(len(todo)))
+    for attempt in range(cfg.candidates):
+        if not pending:
+            break
+        outs = expert.generate([prompts_[i] for i in pending], params_for(cfg, attempt))
+        found = [Candidate(c) for c in outs]
+        if cfg.prefer_declining:
+            label_candidates([todo[i]["instruction"] for i in pending], found)
+        for i, cand in zip(pending, found, strict=True):
+            tries[i].append(cand)
+        pending = [i for i in pending if not tries[i][-1].acceptable]
     model = expert.identity()
-    for record, completion in zip(todo, completions, strict=True):
-        _apply(record, completion, model)
+    for record, cands in zip(todo, tries, strict=True):
+        _apply(record, cands, model)
     return records
 
 
-def _apply(record: Record, completion: Any, model: str) -> None:
-    if completion.error is not None:
-        add_verdict(record, STAGE, False, "request_failed", model=model, error=completion.error)
+@dataclass
+class Candidate:
+    """One sampled response and what the checks made of it."""
+
+    completion: Completion
+    label: str | None = None
+    """The refusal classifier's 3-class label, when `prefer_declining` asked for it."""
+
+    @property
+    def text(self) -> str:
+        return "" if self.completion.error is not None else self.completion.text.strip()
+
+    @property
+    def acceptable(self) -> bool:
+        """Non-empty, and not read as full compliance (when labelled)."""
+        from ..evaluate.safety import FULL
+
+        return bool(self.text) and self.label != FULL
+
+
+def label_candidates(instructions: list[str], cands: list[Candidate]) -> None:
+    """Label every non-empty candidate with the refusal classifier (one batch)."""
+    from ..evaluate.refusal import default_classifier
+
+    rows = [(ins, c) for ins, c in zip(instructions, cands, strict=True) if c.text]
+    if not rows:
         return
-    text = completion.text.strip()
+    labels = default_classifier().predict([i for i, _ in rows], [c.text for _, c in rows])
+    for (_, cand), label in zip(rows, labels, strict=True):
+        cand.label = label
+
+
+def pick(cands: list[Candidate]) -> Candidate | None:
+    """The first acceptable candidate, else the first non-empty one, else None."""
+    for cand in cands:
+        if cand.acceptable:
+            return cand
+    return next((c for c in cands if c.text), None)
+
+
+def _apply(record: Record, cands: list[Candidate], model: str) -> None:
+    chosen = pick(cands)
+    info: dict[str, Any] = {"model": model, "attempts": len(cands)}
+    if any(c.label is not None for c in cands):
+        info["labels"] = [c.label for c in cands]
+    if chosen is None:
+        first = cands[0].completion
+        if first.error is not None:
+            add_verdict(record, STAGE, False, "request_failed", error=first.error, **info)
+        else:
+            add_verdict(record, STAGE, False, "empty response", raw=first.text, **info)
+        return
+    completion = chosen.completion
+    record["chosen"] = chosen.text
     finish = completion.finish_reasons[0] if completion.finish_reasons else None
-    if not text:
-        add_verdict(record, STAGE, False, "empty response", model=model, raw=completion.text)
-        return
-    record["chosen"] = text
-    add_verdict(record, STAGE, True, model=model, finish_reason=finish)
+    add_verdict(record, STAGE, True, candidate=cands.index(chosen), finish_reason=finish, **info)
 
 
 # ---------------------------------------------------------------- template share
