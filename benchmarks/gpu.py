@@ -128,7 +128,8 @@ def cli_step(kind: str, args: list[str], out: Path) -> dict[str, Any]:
     sampler = memory_sampler(mem)
     cmd = [sys.executable, "-m", "saferinstruct", kind,
            "--config", str(ROOT / "configs" / "train-paper-7b.yaml"), *args]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    path = [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     start = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.time() - start
