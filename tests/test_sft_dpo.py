@@ -159,6 +159,8 @@ def test_train_sft_writes_a_merged_model_and_card(tmp_path):
     assert not any("lora" in n for n, _ in model.named_parameters())
     card = (tmp_path / "README.md").read_text()
     assert "chosen" in card and "steps" in card
+    # the card says what the trainer really used (here: a CPU, so fp32)
+    assert '"precision": "fp32"' in card and '"device": "cpu"' in card
     assert (tmp_path / "loss.png").exists() and not (tmp_path / "checkpoints").exists()
     # a second call reuses the finished model
     assert train_sft(data, "embedded", tmp_path) == out
@@ -232,3 +234,18 @@ def test_training_config_reaches_the_trainer(tmp_path):
     r = cli("dpo", "--data", "hh", "--out", str(tmp_path / "o"), "--lora-top-fraction", "0")
     assert r.returncode == 2 and "dpo.lora_top_fraction" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_schedule_counts_optimizer_steps_under_gradient_accumulation(tmp_path):
+    """The paper config accumulates 16 micro-batches of 4: 128 rows are 2 optimizer
+    steps, so warm-up must not cover the whole run and logging happens every step."""
+    from saferinstruct.train.common import schedule_args
+
+    plain = schedule_args(tmp_path, 2000, 4, 1e-5, 1.0, 256, 0)
+    assert plain["warmup_steps"] == 10 and plain["logging_steps"] == 25
+    paper = schedule_args(tmp_path, 128, 4, 5e-7, 1.0, 1024, 0,
+                          {"gradient_accumulation_steps": 16})  # fmt: skip
+    assert paper["warmup_steps"] == 0 and paper["logging_steps"] == 1
+    assert paper["gradient_accumulation_steps"] == 16
+    big = schedule_args(tmp_path, 2000, 4, 5e-7, 1.0, 1024, 0, {"gradient_accumulation_steps": 16})
+    assert big["warmup_steps"] == 3 and big["save_steps"] == 6

@@ -46,8 +46,12 @@ def schedule_args(
     """The TrainingArguments fields every trainer here shares: a cosine schedule with a
     short warm-up, ~20 log lines and ~5 checkpoints per epoch in `out_dir/checkpoints`
     (for resuming; only the last is kept), no reporting or tqdm, precision from the
-    hardware. `extra` (a user's optimizer settings, say) overrides any of them."""
-    steps_per_epoch = max(1, -(-n_rows // batch_size))
+    hardware. `extra` (a user's optimizer settings, say) overrides any of them. Steps
+    are optimizer steps: with gradient accumulation in `extra`, an epoch has
+    n_rows / (batch_size x accumulation) of them (warm-up, logging and saving count
+    those, so a 2-step run is not all warm-up)."""
+    accumulation = max(1, int((extra or {}).get("gradient_accumulation_steps") or 1))
+    steps_per_epoch = max(1, -(-n_rows // (batch_size * accumulation)))
     return {
         "output_dir": str(Path(out_dir) / "checkpoints"),
         "per_device_train_batch_size": batch_size,
@@ -210,6 +214,18 @@ def save_final(trainer: Any, final: Path, lora: bool) -> None:
     tmp.rename(final)
 
 
+def effective_hardware(args: Any) -> dict[str, Any]:
+    """What the trainer really ran with (a config's trainer_args can override the
+    hardware defaults, e.g. gradient checkpointing for the 7B config)."""
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    return {
+        "device": str(args.device),
+        "precision": precision,
+        "gradient_checkpointing": bool(args.gradient_checkpointing),
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+    }
+
+
 def train_and_save(
     trainer: Any, budget: Any, work: Path, lora: bool, title: str, sections: dict[str, Any]
 ) -> Path:
@@ -228,7 +244,7 @@ def train_and_save(
         "minutes": round(minutes, 2),
         "resumed_from": resume,
         "stopped_by_budget": budget.stopped_early,
-        "hardware": hardware_args(),
+        "hardware": effective_hardware(trainer.args),
     }
     card = {**sections, "training": training, "loss": points, "loss curve": "![loss](loss.png)"}
     write_card(work / "README.md", title, card)
