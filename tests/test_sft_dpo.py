@@ -249,3 +249,23 @@ def test_schedule_counts_optimizer_steps_under_gradient_accumulation(tmp_path):
     assert paper["gradient_accumulation_steps"] == 16
     big = schedule_args(tmp_path, 2000, 4, 5e-7, 1.0, 1024, 0, {"gradient_accumulation_steps": 16})
     assert big["warmup_steps"] == 3 and big["save_steps"] == 6
+
+
+def test_full_dpo_precomputes_without_a_reference_copy(tmp_path):
+    """Full fine-tune DPO scores the reference with the untrained policy itself (no
+    second model in memory: 14 GB for the 7B config) and gets the same log-probs as the
+    LoRA trainer, whose adapters start at zero; a training step then runs."""
+    from saferinstruct.train.dpo import load_ref_logps, make_dpo_trainer
+
+    data = short_pairs(4)
+    settings = dict(base_model="embedded", batch_size=2, max_length=96, seed=0)
+    lora_path, full_path = tmp_path / "lora.jsonl", tmp_path / "full.jsonl"
+    make_dpo_trainer(data, out_dir=tmp_path / "a", ref_logps_path=lora_path, **settings)
+    full, _ = make_dpo_trainer(data, out_dir=tmp_path / "b", ref_logps_path=full_path,
+                               lora=False, epochs=0.5, **settings)  # fmt: skip
+    assert full.ref_model is None
+    a, b = load_ref_logps(lora_path), load_ref_logps(full_path)
+    assert set(a) == set(b)
+    assert all(abs(a[k][0] - b[k][0]) < 1e-3 and abs(a[k][1] - b[k][1]) < 1e-3 for k in a)
+    full.train()
+    assert full.state.global_step == 1

@@ -149,7 +149,9 @@ def make_dpo_trainer(
         )
         return DPOTrainer(
             model=model,
-            ref_model=None if lora else load_base(base_model)[0],
+            # a reference copy only when it must run during training: with LoRA the
+            # adapters are switched off, with precompute TRL scores the untrained policy
+            ref_model=None if lora or precompute else load_base(base_model)[0],
             args=args,
             train_dataset=Dataset.from_list(train_rows),
             processing_class=tokenizer,
