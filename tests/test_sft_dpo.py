@@ -269,3 +269,17 @@ def test_full_dpo_precomputes_without_a_reference_copy(tmp_path):
     assert all(abs(a[k][0] - b[k][0]) < 1e-3 and abs(a[k][1] - b[k][1]) < 1e-3 for k in a)
     full.train()
     assert full.state.global_step == 1
+
+
+def test_gpu_training_keeps_fp32_weights_when_they_fit():
+    """Mixed precision (fp32 weights, bf16 maths) for a model whose fp32 training state
+    fits half the card; bf16 weights only for one that would not (the 7B config)."""
+    from saferinstruct.llm.local import resolve_model_path
+    from saferinstruct.train.common import fp32_training_fits, parameter_count
+
+    h100 = 80 * 1024**3
+    n = parameter_count(resolve_model_path("embedded"))
+    assert 130e6 < n < 140e6  # SmolLM2-135M, counted without reading weights
+    assert fp32_training_fits(n, h100)
+    assert not fp32_training_fits(6_878_924_800, h100)  # the 6.9B model of the GPU check
+    assert not fp32_training_fits(n, 2 * 1024**3)

@@ -164,8 +164,41 @@ def load_base(base_model: str) -> tuple[Any, Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if hardware_args()["bf16"] else torch.float32
+    dtype = torch.float32
+    if hardware_args()["bf16"]:
+        params = parameter_count(base)
+        gpu = torch.cuda.get_device_properties(0).total_memory
+        dtype = torch.float32 if fp32_training_fits(params, gpu) else torch.bfloat16
+        log.info("%.2fB parameters: %s weights, bf16 autocast", params / 1e9, dtype)
     return AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype), tokenizer, dtype
+
+
+FP32_TRAINING_BYTES = 16
+"""Per parameter, full fine-tune with AdamW in fp32: weights 4, gradients 4, moments 8."""
+
+
+def fp32_training_fits(params: int, gpu_bytes: int, share: float = 0.5) -> bool:
+    """Whether fp32 master weights (with bf16 autocast: mixed precision) fit a GPU.
+
+    They do when weights, gradients and optimizer state take at most `share` of its
+    memory (the rest for activations). Pure bf16 weights round small updates away
+    (reverse tuning of the 135M model on 800 pairs: 0.284 / 0.589 with bf16 weights on
+    an H100, 0.331 / 0.655 in fp32 on a CPU; other library versions there too), so they
+    are kept for models that would not fit otherwise, such as a 7B full fine-tune on one
+    80 GB card."""
+    return params * FP32_TRAINING_BYTES <= share * gpu_bytes
+
+
+def parameter_count(model_dir: Path) -> int:
+    """Parameters of the model in `model_dir`, counted on the meta device (no weights
+    are read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
 
 
 def lora_config(model: Any = None, top_fraction: float = 1.0) -> Any:
