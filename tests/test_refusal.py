@@ -127,3 +127,22 @@ def test_default_classifier_predicts(lofo):
     )
     assert [two_class(p) for p in pred] == ["compliance", "refusal"]
     assert clf.predict([], []) == []
+
+
+def test_features_are_stored_and_read_back(tmp_path, monkeypatch):
+    """A labelled file's features are computed once and read from the cache after that
+    (a new process need not embed the shipped files again); a stale file is recomputed."""
+    import numpy as np
+
+    monkeypatch.setenv("SAFER_INSTRUCT_CACHE", str(tmp_path))
+    texts = ["I'm sorry, I can't help with that.", "Sure: preheat the oven to 180 C."]
+    first = refusal.stored_features(texts, "digest-a")
+    assert first.shape[0] == 2 and len(list((tmp_path / "refusal").glob("features-*.npy"))) == 1
+
+    def no_embedding(_):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(refusal, "features", no_embedding)
+    assert np.array_equal(refusal.stored_features(texts, "digest-a"), first)
+    with pytest.raises(AssertionError, match="recomputed"):
+        refusal.stored_features(texts + ["a third"], "digest-a")  # row count differs

@@ -29,7 +29,8 @@ Two classifiers:
     leave_one_file_out()                             # per-file train-on-two, test-on-one
 
 `default_classifier()` is cached per process and pickled under
-`cache_root()/refusal/<hash of the training files' contents>.pkl`. When
+`cache_root()/refusal/<hash of the training files' contents>.pkl`; each labelled file's
+features are stored beside it (`features-<hash>.npy`). When
 `refusal_agreement` is given a file the classifier would be trained on (same content
 hash or same resolved path), it refits without that file and reports
 `"refit_without": <file name>`, so no figure is scored on its own training data.
@@ -183,13 +184,43 @@ class LabelledFile:
     completions: list[str]
     gold: list[str]
     gpt4: list[str] | None
+    digest: str = ""
+    """The file's content hash: features are stored on disk under it."""
     _x: Any = field(default=None, repr=False)
 
     @property
     def x(self) -> Any:
         if self._x is None:
-            self._x = features(self.completions)
+            self._x = stored_features(self.completions, self.digest)
         return self._x
+
+
+def stored_features(completions: list[str], digest: str) -> Any:
+    """`features(completions)`, kept in `cache_root()/refusal/features-<key>.npy` for a
+    file of content hash `digest`, so each process does not embed the shipped files
+    again (a minute on 2 cores). No digest: computed, not stored."""
+    import numpy as np
+
+    if not digest:
+        return features(completions)
+    key = hashlib.sha256(f"{CACHE_VERSION}\nfeatures\n{digest}".encode()).hexdigest()[:20]
+    path = cache_root() / "refusal" / f"features-{key}.npy"
+    if path.exists():
+        try:
+            x = np.load(path)
+            if x.shape[0] == len(completions):
+                return x
+        except (OSError, ValueError):
+            pass  # a broken file is simply recomputed
+    x = features(completions)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, x)
+        tmp.replace(path)
+    except OSError:
+        pass
+    return x
 
 
 @cache
@@ -213,6 +244,7 @@ def _load_cached(resolved: str, digest: str) -> LabelledFile:
         completions=[str(r["completion"] or "") for r in rows],
         gold=[str(r["final_label"]).strip() for r in rows],
         gpt4=gpt4,
+        digest=digest,
     )
 
 
