@@ -57,6 +57,13 @@ def test_contract_files(finished):
         "reverse-train", "induce", "filter", "respond", "judge"]  # fmt: skip
     config = (out / "config.yaml").read_text()
     assert "versions" in config and "transformers" in config and "models" in config
+    # the quickstart samples up to 3 responses and says which one it kept, and why
+    for r in jsonl(out / "stages" / "03-respond.jsonl"):
+        v = next((v for v in r["verdicts"] if v["stage"] == "respond"), None)
+        if v is not None and v["kept"]:
+            assert 1 <= v["attempts"] <= 3 and len(v["labels"]) == v["attempts"]
+            # the last try was taken, or none declined and the first stays for the judge
+            assert v["candidate"] in (v["attempts"] - 1, 0)
 
 
 def test_every_input_ends_in_exactly_one_place(finished):
