@@ -164,3 +164,42 @@ def test_sft_then_dpo_from_the_command_line(tmp_path):
     assert len(list((tmp_path / "ref_logps").glob("*.jsonl"))) == 1
     missing = cli("sft", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x"))
     assert missing.returncode == 2 and "nope.csv" in missing.stderr
+
+
+@pytest.mark.slow
+def test_eval_recovery_from_the_command_line(tmp_path):
+    """Hand-made pairs: the first-sentence heuristic scores a known exact match; the
+    embedded model induces with sampled candidates ranked by P(instruction | text), and
+    the stage file shows every candidate and its score; bad options exit 2."""
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [
+        {"id": "a", "instruction": "Name the capital of France.",
+         "output": "Name the capital of France. It is Paris."},
+        {"id": "b", "instruction": "How tall is the Eiffel Tower?", "output": BENIGN[1][1]},
+        {"id": "c", "instruction": "Explain photosynthesis.", "output": BENIGN[2][1]},
+    ]  # fmt: skip
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    heuristic = last_json(cli("eval", "recovery", "--pairs", str(pairs), "--mode",
+                              "first-sentence", check_rc=0).stdout)  # fmt: skip
+    assert heuristic["n"] == 3 and heuristic["exact_match"] == pytest.approx(1 / 3, abs=1e-3)
+    out = tmp_path / "rec"
+    ranked = last_json(cli("eval", "recovery", "--pairs", str(pairs), "--model", "embedded",
+                           "--candidates", "3", "--temperature", "0.8", "--select",
+                           "reverse_logprob", "--max-new-tokens", "12", "--cache",
+                           str(tmp_path / "calls.sqlite"), "--out", str(out),
+                           check_rc=0).stdout)  # fmt: skip
+    assert ranked["n"] == 3 and 0.0 <= ranked["rouge_l"] <= 1.0 and -1.0 <= ranked["cosine"]
+    stage = [json.loads(line) for line in next(out.glob("stages/*induce*.jsonl")).open()]
+    for record in stage:
+        assert len(record["candidates_raw"]) == 3
+        if record.get("instruction"):
+            valid = [c for c, p in zip(record["candidates"], record["candidate_problems"],
+                                       strict=True) if p == "ok"]  # fmt: skip
+            best = max(range(len(valid)), key=lambda i: record["candidate_scores"][i])
+            assert record["instruction"] == valid[best]
+    greedy = cli("eval", "recovery", "--pairs", str(pairs), "--model", "embedded",
+                 "--candidates", "2")  # fmt: skip
+    assert greedy.returncode == 2 and "--temperature" in greedy.stderr
+    unknown = cli("eval", "recovery", "--pairs", str(pairs), "--model", "embedded",
+                  "--select", "longest")  # fmt: skip
+    assert unknown.returncode == 2 and "longest" in unknown.stderr

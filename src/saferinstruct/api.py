@@ -298,6 +298,9 @@ def eval_recovery(
     out_dir: str | Path | None = None,
     max_text_chars: int | None = None,
     score: bool = True,
+    num_candidates: int = 1,
+    select: str = "first",
+    temperature: float = 0.0,
 ) -> dict[str, Any]:
     """Induce instructions from held-out outputs and score them against the true ones.
 
@@ -332,8 +335,14 @@ def eval_recovery(
         if model is None:
             raise BadInput(f"--model is required for --mode {mode}")
         backend = make_backend(model, cache)
-        icfg = InduceConfig(mode=mode, max_text_chars=max_text_chars)
+        icfg = InduceConfig(
+            mode=mode, max_text_chars=max_text_chars, num_candidates=num_candidates, select=select
+        )
         icfg.generation.max_new_tokens = max_new_tokens
+        icfg.generation.temperature = temperature
+        check_backends(icfg, backend, None)
+        if num_candidates > 1 and temperature <= 0:
+            raise BadInput("--candidates > 1 needs --temperature > 0 (greedy repeats itself)")
         records = [
             new_record(f"{r['id']}:{r.get('generator', i)}", o, "recovery")
             for i, (r, o) in enumerate(zip(rows, outputs, strict=True))

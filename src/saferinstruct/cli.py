@@ -364,6 +364,15 @@ def eval_recovery_cmd(
     max_new_tokens: Annotated[int, typer.Option(help="tokens per induced instruction")] = 64,
     cache: Annotated[Path | None, typer.Option(help="call cache file")] = None,
     out: Annotated[Path | None, typer.Option(help="keep the induce stage file here")] = None,
+    candidates: Annotated[
+        int, typer.Option(help="candidate instructions per output (sampled when > 1)")
+    ] = 1,
+    select: Annotated[
+        str, typer.Option(help="choose among candidates: first or reverse_logprob")
+    ] = "first",
+    temperature: Annotated[
+        float, typer.Option(help="sampling temperature (0 = greedy; > 0 needed for candidates)")
+    ] = 0.0,
 ) -> None:
     """Induce instructions from outputs and score them (ROUGE-L, MiniLM cosine, exact, copy)."""
     from . import api
@@ -382,6 +391,9 @@ def eval_recovery_cmd(
         cache=str(cache) if cache else None,
         max_new_tokens=max_new_tokens,
         out_dir=out,
+        num_candidates=candidates,
+        select=select,
+        temperature=temperature,
     )
     _print_json(result)
 
