@@ -151,6 +151,14 @@ def cli_step(kind: str, args: list[str], out: Path) -> dict[str, Any]:
     return result
 
 
+def paper_accumulation(step: str) -> int:
+    """Micro-batches per optimizer step of `step` in configs/train-paper-7b.yaml."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "train-paper-7b.yaml").read_text())
+    return int(cfg[step].get("gradient_accumulation_steps") or 1)
+
+
 def paper7b(args: argparse.Namespace) -> dict[str, Any]:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -176,8 +184,7 @@ def paper7b(args: argparse.Namespace) -> dict[str, Any]:
     if sft.get("train_runtime_s") and sft.get("steps"):
         per_step = sft["train_runtime_s"] / sft["steps"]
         sft["seconds_per_optimizer_step"] = round(per_step, 2)
-        # 16 micro-batches of 4 per optimizer step in the paper config
-        per_micro = per_step / 16
+        per_micro = per_step / paper_accumulation("sft")
     return {
         "benchmark": "gpu-paper7b", "machine": machine_info(), "model": built,
         "plain_fwd_bwd_batch4x256_s": round(baseline, 3), "sft": sft, "dpo": dpo,
