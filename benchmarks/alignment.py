@@ -126,7 +126,7 @@ def build_data(work: Path, sources: Path, name: str, extra: list[str]) -> Path:
 
 def hh_data(work: Path, n: int) -> Path:
     from saferinstruct.io import write_jsonl_atomic
-    from saferinstruct.train.data import load_hh
+    from saferinstruct.preferences import load_hh
 
     path = work / "hh" / f"train-{n}.jsonl"
     if not path.exists():
@@ -136,17 +136,22 @@ def hh_data(work: Path, n: int) -> Path:
 
 
 def train(work: Path, name: str, data: Path, n: int, args: argparse.Namespace) -> dict[str, str]:
-    from saferinstruct import api
+    from dataclasses import replace
 
-    common = dict(max_length=args.max_length, limit=n)
+    from saferinstruct import api
+    from saferinstruct.config import AlignConfig, ModelConfig
+
+    common = dict(max_length=args.max_length, max_pairs=n)
     tag = f"-e{args.sft_epochs:g}"  # model folders say their data and epochs: runs coexist
     name = f"{name}-n{n}"
+    steps = AlignConfig()
+    sft_step = replace(steps.sft, batch_size=8, epochs=args.sft_epochs, **common)
     sft = timed(f"sft:{name}", lambda: api.sft(
-        data, work / "models" / f"{name}-sft{tag}", batch_size=8, epochs=args.sft_epochs,
-        **common))  # fmt: skip
+        data, work / "models" / f"{name}-sft{tag}", sft_step))  # fmt: skip
+    dpo_step = replace(steps.dpo, base_model=ModelConfig(model=str(sft)), batch_size=4,
+                       epochs=args.dpo_epochs, **common)  # fmt: skip
     dpo = timed(f"dpo:{name}", lambda: api.dpo(
-        data, work / "models" / f"{name}-dpo{tag}-{args.dpo_epochs:g}", base_model=str(sft),
-        batch_size=4, epochs=args.dpo_epochs, **common))  # fmt: skip
+        data, work / "models" / f"{name}-dpo{tag}-{args.dpo_epochs:g}", dpo_step))  # fmt: skip
     kind = name.split("-")[0]
     return {f"{kind}-sft": str(sft), f"{kind}-dpo": str(dpo)}
 
@@ -155,11 +160,13 @@ def evaluate(spec: str, sets: dict[str, list], args: argparse.Namespace) -> dict
     from saferinstruct.config import ModelConfig
     from saferinstruct.evaluate.compare import rate
     from saferinstruct.evaluate.safety import classify, generate_answers, indicators
+    from saferinstruct.llm.factory import make_backend
 
     out: dict[str, Any] = {}
     refused_all: list[float] = []
+    backend = make_backend(ModelConfig(model=spec))
     for name, prompts in sets.items():
-        answers = generate_answers(ModelConfig(model=spec), prompts, args.max_new_tokens)
+        answers = generate_answers(backend, prompts, args.max_new_tokens)
         flags = indicators(classify(prompts, answers))
         if name == "xstest_safe":
             out["xstest_safe_compliance"] = rate(flags["full_compliance_rate"], 1000)
@@ -275,12 +282,13 @@ def main() -> None:
     }  # fmt: skip
     (work / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     if args.report:
-        from saferinstruct.evaluate.compare import CompareConfig, write_comparison
+        from saferinstruct import api
+        from saferinstruct.evaluate.compare import CompareConfig
 
         cfg = CompareConfig(harmful_prompts=prompts_csv, harmful_limit=args.harmful // 2,
                             xstest_limit=args.xstest, helpfulness_limit=20,
                             max_new_tokens=args.max_new_tokens)  # fmt: skip
-        timed("report", lambda: write_comparison(models, work / "R", cfg))
+        timed("report", lambda: api.report(models, work / "R", cfg))
         summary["report"] = str(work / "R" / "comparison.html")
     print(json.dumps(summary, default=str))
 

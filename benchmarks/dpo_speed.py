@@ -88,12 +88,14 @@ def trl_fast_way(rows: list[dict], out: Path, batch: int, max_length: int, steps
 
 def ours(rows: list[dict], out: Path, batch: int, max_length: int, steps: int, lora: bool,
          ref_path: Path | None, top: float = 0.5) -> Any:  # fmt: skip
+    from dataclasses import replace
+
+    from saferinstruct.config import AlignConfig
     from saferinstruct.train.dpo import make_dpo_trainer
 
-    trainer, _ = make_dpo_trainer(
-        rows, "embedded", out, lora=lora, batch_size=batch, max_length=max_length,
-        precompute_ref=ref_path is not None, ref_logps_path=ref_path, lora_top_fraction=top,
-    )  # fmt: skip
+    step = replace(AlignConfig().dpo, lora=lora, batch_size=batch, max_length=max_length,
+                   precompute_ref=ref_path is not None, lora_top_fraction=top)  # fmt: skip
+    trainer, _ = make_dpo_trainer(rows, step, out, ref_path)
     trainer.args.max_steps = steps
     trainer.args.save_strategy = "no"
     return trainer

@@ -153,10 +153,10 @@ def cli_step(kind: str, args: list[str], out: Path) -> dict[str, Any]:
 
 def paper_accumulation(step: str) -> int:
     """Micro-batches per optimizer step of `step` in configs/train-paper-7b.yaml."""
-    import yaml
+    from saferinstruct.config import load_align_config
 
-    cfg = yaml.safe_load((ROOT / "configs" / "train-paper-7b.yaml").read_text())
-    return int(cfg[step].get("gradient_accumulation_steps") or 1)
+    cfg = load_align_config(ROOT / "configs" / "train-paper-7b.yaml")
+    return getattr(cfg, step).gradient_accumulation_steps
 
 
 def paper7b(args: argparse.Namespace) -> dict[str, Any]:

@@ -38,10 +38,11 @@ def run_audit(overrides: list[str]) -> dict:
     import csv
 
     from saferinstruct import api
+    from saferinstruct.llm.factory import make_backend
     from saferinstruct.pipeline.judge import audit_file
 
     cfg = api.load_config(None, overrides)
-    expert = api.make_backend(cfg.expert, cfg.cache)
+    expert = make_backend(cfg.expert, cfg.cache)
     labels = {r["audit_id"]: r["label"] for r in csv.DictReader(AUDIT.open())}
     columns = {"id": "audit_id", "category": "category"}
     start = time.time()

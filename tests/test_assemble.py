@@ -12,17 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from saferinstruct.api import write_dataset
 from saferinstruct.config import AssembleConfig
+from saferinstruct.funnel import funnel
 from saferinstruct.io import read_jsonl, write_jsonl_atomic
-from saferinstruct.pipeline.assemble import (
-    assemble,
-    assign_splits,
-    funnel,
-    reason_key,
-)
-from saferinstruct.pipeline.respond import normalise
-from saferinstruct.records import add_verdict, new_record
-from saferinstruct.runner import stage_path
+from saferinstruct.measures.text import normalise
+from saferinstruct.pipeline.assemble import assemble, assign_splits
+from saferinstruct.records import add_verdict, new_record, reason_key
+from saferinstruct.rundir import RunDir
 
 TOPICS = [
     "how vaccines train the immune system",
@@ -38,6 +35,15 @@ TOPICS = [
     "what causes ocean tides",
     "planning a vegetable garden in spring",
 ]
+
+
+def assemble_into(run_dir: Path, records: list[dict], cfg: AssembleConfig, info: dict) -> dict:
+    """Assemble and write the files, as `api.assemble` does (without funnel and report)."""
+    return write_dataset(RunDir(run_dir), assemble(records, cfg), info)
+
+
+def stage_path(run_dir: Path, name: str) -> Path:
+    return RunDir(run_dir).stage(name)
 
 
 def pair(rid: str, text: str, instruction: str, chosen: str, category: str = "hate") -> dict:
@@ -77,7 +83,7 @@ def tricky_records() -> list[dict]:
 def assembled(tmp_path):
     records = tricky_records()
     info = {"models": {"expert": "embedded@abc"}, "sources": ["data/safer-instruct/sources.csv"]}
-    summary = assemble(records, AssembleConfig(test_fraction=0.25, seed=3), tmp_path, info)
+    summary = assemble_into(tmp_path, records, AssembleConfig(test_fraction=0.25, seed=3), info)
     return tmp_path, records, summary
 
 
@@ -140,7 +146,7 @@ def test_same_text_in_two_records_never_straddles(tmp_path):
     records = distinct_records()
     twin = dict(records[1], id="twin", instruction="A different request.", verdicts=[])
     records.append(twin)
-    assemble(records, AssembleConfig(test_fraction=0.5), tmp_path, {})
+    assemble_into(tmp_path, records, AssembleConfig(test_fraction=0.5), {})
     out = {r["id"]: r for r in read_jsonl(stage_path(tmp_path, "assemble"))}
     assert out["twin"]["status"] == "dropped"
     assert out["r1"]["split"] in ("train", "test")
@@ -228,7 +234,7 @@ def test_dpo_trainer_accepts_the_dataset(tmp_path):
     records = distinct_records()
     for r in records:
         r["text"] = r["text"][:60]
-    assemble(records, AssembleConfig(test_fraction=0.25), tmp_path / "run", {})
+    assemble_into(tmp_path / "run", records, AssembleConfig(test_fraction=0.25), {})
     train = str(tmp_path / "run" / "dataset" / "train.jsonl")
     ds = load_dataset("json", data_files=train, split="train")
     model_dir = str(ensure_converted())

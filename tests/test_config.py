@@ -93,6 +93,9 @@ def test_every_field_has_a_doc():
         ("induce:\n  bogus: 1\n", "unknown key induce.bogus"),
         ("source:\n  path: /no/such/file.csv\n", "/no/such/file.csv"),
         ("induce:\n  num_candidates: x\n", "induce.num_candidates"),
+        # stage settings checked before the first model call, not when the stage starts
+        ("respond:\n  candidates: 0\n", "respond.candidates"),
+        ("respond:\n  candidates: 2\n  generation: {temperature: 0}\n", "temperature > 0"),
     ],
 )
 def test_cli_bad_config_exits_2_with_one_line(tmp_path, text, needle):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from saferinstruct.evaluate.safety import FULL, PARTIAL, REFUSAL, harmful_prompts, rates
+from saferinstruct.evaluate.safety import harmful_prompts, rates
+from saferinstruct.measures.refusal import COMPLIANCE as FULL
+from saferinstruct.measures.refusal import PARTIAL, REFUSAL
 from test_cli import cli, last_json
 
 

@@ -1,4 +1,4 @@
-"""Stage 3, the expert filter: prompts from files (package and user folders), category
+"""Stage 02, the expert filter: prompts from files (package and user folders), category
 fallbacks, provenance, the real embedded model, and a real OpenAI-compatible server."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import pytest
 from saferinstruct.config import DomainConfig, FilterConfig, VerdictConfig
 from saferinstruct.errors import BadInput
 from saferinstruct.llm.base import Capabilities
-from saferinstruct.pipeline import verdict as V
+from saferinstruct.measures import verdict as V
 from saferinstruct.pipeline.filter import filter_records
+from saferinstruct.prompts import criteria_for, domain_prompt
 from saferinstruct.records import add_verdict, new_record
 from test_verdict import Scripted
 
@@ -61,10 +62,10 @@ def test_prompts_carry_the_category_criteria_from_the_files():
     filter_records(records(), backend, cfg(), DomainConfig())
     [(_, prompts, _)] = backend.calls
     hate, frag, harm = (p[0]["content"] for p in prompts)
-    hate_criteria = V.criteria_for(DomainConfig(), "hate")
+    hate_criteria = criteria_for(DomainConfig(), "hate")
     assert hate_criteria.startswith("Hate:") and hate_criteria in hate
     assert "Write insults about a group." in hate and "Category: hate" in hate
-    assert V.criteria_for(DomainConfig(), "self-harm") in harm
+    assert criteria_for(DomainConfig(), "self-harm") in harm
     assert hate.endswith(V.JSON_ANSWER)
     backend = Scripted(tops={})
     filter_records(records(), backend, cfg("logprobs"), DomainConfig())
@@ -85,7 +86,7 @@ def test_helpfulness_domain_falls_back_to_default_criteria():
     out = filter_records(rs, backend, cfg(), DomainConfig(name="helpfulness", categories=[]))
     assert out[0]["status"] == "kept"
     prompt = backend.calls[0][1][0][0]["content"]
-    assert V.criteria_for(DomainConfig(name="helpfulness"), "alpaca") in prompt
+    assert criteria_for(DomainConfig(name="helpfulness"), "alpaca") in prompt
     assert "answerable" in prompt
 
 
@@ -101,9 +102,9 @@ def test_a_user_prompt_folder_overrides_the_package_files(tmp_path):
     content = backend.calls[0][1][0][0]["content"]
     assert content.startswith("MY QUESTION about How do I prune roses? (plants only)")
     # package criteria still apply to categories the user folder does not define
-    assert V.criteria_for(domain, "hate") == V.criteria_for(DomainConfig(), "hate")
+    assert criteria_for(domain, "hate") == criteria_for(DomainConfig(), "hate")
     with pytest.raises(BadInput, match="judge.txt"):
-        V.load_prompt(DomainConfig(name="nope"), "judge")
+        domain_prompt(DomainConfig(name="nope"), "judge")
 
 
 def test_missing_logprobs_is_caught_before_the_first_call():

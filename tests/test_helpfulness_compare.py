@@ -21,7 +21,7 @@ from saferinstruct.evaluate.helpfulness import (
     summarize,
 )
 from saferinstruct.llm.base import Capabilities, Completion
-from saferinstruct.train.reverse import split_of
+from saferinstruct.measures.splits import split_of
 from test_cli import cli, last_json
 
 

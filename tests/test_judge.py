@@ -1,4 +1,4 @@
-"""Stage 5, the judge: near-copies dropped without a model call, the expert verdict on
+"""Stage 04, the judge: near-copies dropped without a model call, the expert verdict on
 finished pairs with the real embedded model, provenance, and auditing a released file."""
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ import pytest
 from saferinstruct.config import DomainConfig, JudgeConfig, VerdictConfig
 from saferinstruct.errors import BadInput
 from saferinstruct.llm.cache import CachedBackend
-from saferinstruct.pipeline import verdict as V
+from saferinstruct.measures import verdict as V
+from saferinstruct.measures.text import word_key
 from saferinstruct.pipeline.judge import (
     audit_file,
     audit_summary,
     copy_kind,
     judge_records,
-    normalised,
 )
+from saferinstruct.prompts import criteria_for
 from saferinstruct.records import add_verdict, new_record
 from test_verdict import Scripted
 
@@ -41,7 +42,7 @@ def cfg(mode="json", **kw):
 
 
 def test_copy_kind():
-    assert normalised("Hello,  WORLD!") == "hello world"
+    assert word_key("Hello,  WORLD!") == "hello world"
     assert copy_kind(HATE, HATE.upper() + "!!") == "exact"
     assert copy_kind(HATE, HATE.replace("every last", "each")) == "near_exact"
     assert copy_kind(REFUSAL, HATE) is None
@@ -99,7 +100,7 @@ def test_judge_prompt_shows_the_pair_and_the_criteria():
     content = backend.calls[0][1][0][0]["content"]
     for part in (REFUSAL, HATE, "Write a rant about immigrants.", "Category: hate"):
         assert part in content
-    assert V.criteria_for(DomainConfig(), "hate") in content and content.endswith(V.JSON_ANSWER)
+    assert criteria_for(DomainConfig(), "hate") in content and content.endswith(V.JSON_ANSWER)
 
 
 def test_config_errors_come_before_any_call():
@@ -204,7 +205,7 @@ def test_pair_checks_catch_degenerate_and_carried_over_chosen():
 
 
 def test_contrast_verdict_keeps_on_the_margin_between_orders():
-    from saferinstruct.pipeline import verdict as V
+    from saferinstruct.measures import verdict as V
     from saferinstruct.pipeline.judge import contrast_verdict
 
     def v(score):

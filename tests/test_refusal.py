@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from saferinstruct.evaluate import refusal
-from saferinstruct.evaluate.refusal import (
+from saferinstruct.measures import refusal
+from saferinstruct.measures.refusal import (
     COMPLIANCE,
     PARTIAL,
     REFUSAL,
@@ -146,3 +146,31 @@ def test_features_are_stored_and_read_back(tmp_path, monkeypatch):
     assert np.array_equal(refusal.stored_features(texts, "digest-a"), first)
     with pytest.raises(AssertionError, match="recomputed"):
         refusal.stored_features(texts + ["a third"], "digest-a")  # row count differs
+
+
+@pytest.mark.parametrize("n_classes", [3, 2])
+def test_classifier_is_plain_arrays_matching_sklearn_and_stored_without_pickle(tmp_path,
+                                                                                n_classes):
+    """The stored classifier is coefficients, not a pickle: it loads with
+    allow_pickle=False and gives sklearn's own probabilities (3 classes, and 2)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 5))
+    labels = (COMPLIANCE, REFUSAL, PARTIAL)
+    y = [labels[i % n_classes] for i in range(90)]
+    x[np.arange(90) % n_classes == 1] += 1.5
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    clf = refusal.RefusalClassifier(model.coef_, model.intercept_,
+                                    [str(c) for c in model.classes_], ["made-up.csv"])  # fmt: skip
+    assert np.allclose(clf.predict_proba(x), model.predict_proba(x), atol=1e-9)
+    path = tmp_path / "clf.npz"
+    refusal.save_classifier(clf, path)
+    with np.load(path, allow_pickle=False) as z:
+        assert set(z.files) == {"coef", "intercept", "classes", "trained_on"}
+    back = refusal.load_classifier(path)
+    assert back is not None and back.trained_on == ["made-up.csv"]
+    assert back.predict_features(x) == clf.predict_features(x)
+    path.write_bytes(b"not an npz")
+    assert refusal.load_classifier(path) is None

@@ -8,16 +8,27 @@ import json
 
 import pytest
 
-from saferinstruct.config import AssembleConfig
+from saferinstruct import api
+from saferinstruct.config import AssembleConfig, RunConfig
 from saferinstruct.errors import BadInput
 from saferinstruct.io import write_jsonl_atomic
-from saferinstruct.pipeline.assemble import assemble
+from saferinstruct.measures.text import distinct_n
 from saferinstruct.records import add_verdict, new_record
-from saferinstruct.report import clip, distinct_n, mean_pairwise_distance, write_data_report
-from saferinstruct.runner import stage_path
+from saferinstruct.render import clip
+from saferinstruct.report.data import diversity_distance
+from saferinstruct.report.data import write_data_report as write_report
+from saferinstruct.rundir import RunDir
 
 LONG = " ".join(f"word{i}" for i in range(600))  # ~4.7k characters, every prefix unique
 TOPICS = ["the tides", "chess openings", "bread baking", "volcanoes", "house plants", "cricket"]
+
+
+def stage_path(run_dir, name):
+    return RunDir(run_dir).stage(name)
+
+
+def write_data_report(run_dir):
+    return write_report(RunDir(run_dir))
 
 
 def build_run(run_dir, with_scores: bool = True) -> list[dict]:
@@ -40,7 +51,7 @@ def build_run(run_dir, with_scores: bool = True) -> list[dict]:
     write_jsonl_atomic(stage_path(run_dir, "respond"), records)
     _verdicts(records, "judge", [0.7, 0.6, None, 0.3, 0.9, 0.8], with_scores)
     write_jsonl_atomic(stage_path(run_dir, "judge"), records)
-    assemble(records, AssembleConfig(test_fraction=0.3), run_dir, {})
+    api.assemble(records, RunConfig(assemble=AssembleConfig(test_fraction=0.3)), run_dir)
     return records
 
 
@@ -121,8 +132,8 @@ def test_small_measures():
     assert len(clip("x" * 500)) == 160 and clip("x" * 500).endswith("…")
     assert distinct_n(["a b c", "a b d"], 2) == pytest.approx(3 / 4)
     assert distinct_n(["one"], 2) == 0.0
-    assert mean_pairwise_distance(["only one"]) is None
-    same = mean_pairwise_distance(["The same sentence."] * 3)
+    assert diversity_distance(["only one"]) is None
+    same = diversity_distance(["The same sentence."] * 3)
     assert same == pytest.approx(0.0, abs=1e-5)
-    apart = mean_pairwise_distance(["Bake bread at home.", "Quantum field theory lecture."])
+    apart = diversity_distance(["Bake bread at home.", "Quantum field theory lecture."])
     assert apart > 0.5

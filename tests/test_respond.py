@@ -1,25 +1,18 @@
 """Preferred responses: the real embedded expert writes `chosen` (deterministic through
 the call cache), guideline selection per category and user folder, failures recorded
-as drops, and the template-share measure on lists with known answers."""
+as drops."""
 
 from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 
 from saferinstruct.config import DomainConfig, GenConfig, RespondConfig
 from saferinstruct.errors import BadInput
 from saferinstruct.llm.base import Capabilities, Completion
 from saferinstruct.llm.cache import CachedBackend
-from saferinstruct.pipeline import respond as respond_mod
-from saferinstruct.pipeline.respond import (
-    guideline,
-    max_neighbour_cosine,
-    respond,
-    template_share,
-)
+from saferinstruct.pipeline.respond import guideline, respond
 from saferinstruct.records import add_verdict, new_record
 
 SOURCE = "SOURCE TEXT THAT MUST NOT BE SHOWN TO THE EXPERT"
@@ -120,56 +113,6 @@ def test_guideline_lookup_order(tmp_path):
     assert guideline(mine, "self-harm") == "MY SELF-HARM GUIDE"
     with pytest.raises(BadInput, match="respond.txt"):
         guideline(DomainConfig(name="no-such-domain"), "hate")
-
-
-# ---------------------------------------------------------------- template share
-
-
-def test_template_share_known_answers():
-    assert template_share([], 0.9)["n"] == 0
-    assert template_share(["Only one answer."], 0.9) == {
-        "n": 1,
-        "exact_duplicate_share": 0.0,
-        "top_response_share": 1.0,
-        "near_template_share": 0.0,
-        "distinct_share": 1.0,
-    }
-    texts = [
-        "I can't help with that.",
-        "I can't help with that.",
-        "i can't   help with THAT.",
-        "Here is a simple recipe for sourdough bread.",
-        "Vaccines train the immune system to recognise germs.",
-    ]
-    s = template_share(texts, 0.9)
-    assert s["exact_duplicate_share"] == pytest.approx(0.6)
-    assert s["top_response_share"] == pytest.approx(0.6)
-    assert s["near_template_share"] == pytest.approx(0.6)
-    assert s["distinct_share"] == pytest.approx(0.6)
-
-
-def test_template_share_near_copies():
-    texts = [
-        "Write a poem about the ocean.",
-        "Write a poem about the ocean!",
-        "Explain how vaccines work.",
-        "Give three tips for staying calm.",
-    ]
-    s = template_share(texts, 0.95)
-    assert s["exact_duplicate_share"] == 0.0 and s["top_response_share"] == 0.25
-    assert s["near_template_share"] == pytest.approx(0.5)
-    assert template_share(texts, 0.999)["near_template_share"] == 0.0
-
-
-def test_max_neighbour_cosine_blocks(monkeypatch):
-    rng = np.random.default_rng(0)
-    vecs = rng.normal(size=(7, 5)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    sims = vecs @ vecs.T
-    np.fill_diagonal(sims, -1)
-    monkeypatch.setattr(respond_mod, "_BLOCK", 3)
-    assert np.allclose(max_neighbour_cosine(vecs), sims.max(axis=1))
-    assert max_neighbour_cosine(vecs[:1]).tolist() == [-1.0]
 
 
 def test_dropped_records_are_untouched():

@@ -8,12 +8,12 @@ import json
 import pytest
 
 from saferinstruct.config import ReverseTrainConfig
+from saferinstruct.measures.splits import split_of
 from saferinstruct.paths import data_dir
 from saferinstruct.train.reverse import (
     load_pairs,
     make_trainer,
     model_key,
-    split_of,
     train_reverse,
     trained_model,
 )

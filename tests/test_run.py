@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import yaml
 
 from conftest import ROOT
 from test_cli import cli, last_json
@@ -64,6 +66,16 @@ def test_contract_files(finished):
             assert 1 <= v["attempts"] <= 3 and len(v["labels"]) == v["attempts"]
             # the last try was taken, or none declined and the first stays for the judge
             assert v["candidate"] in (v["attempts"] - 1, 0)
+
+
+def test_each_model_loads_once(finished):
+    """The expert serves filter, respond and judge from one backend: with nothing cached,
+    each distinct model of the run is loaded once (the backend logs each load)."""
+    out, _, _, proc = finished
+    models = yaml.safe_load((out / "config.yaml").read_text())["_resolved"]["models"]
+    local = {m for m in models.values() if m.startswith("local:")}
+    assert len(local) == 2  # the reverse model and the embedded expert
+    assert len(re.findall(r"\bloading\b", proc.stderr)) == len(local), proc.stderr[-2000:]
 
 
 def test_every_input_ends_in_exactly_one_place(finished):

@@ -3,13 +3,15 @@ only), a few DPO steps that widen the chosen-minus-rejected margin, and the load
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
+from saferinstruct.config import AlignConfig
 from saferinstruct.io import read_jsonl
 from saferinstruct.paths import data_dir
-from saferinstruct.train.data import (
+from saferinstruct.preferences import (
     hh_default_path,
     hh_split,
     hh_to_preference,
@@ -21,6 +23,16 @@ pytestmark = pytest.mark.slow
 
 CSV = data_dir() / "safer-instruct" / "hate-sample.csv"
 ROOT = data_dir().parent
+
+
+def sft_step(**changes):
+    """The SFT defaults (`AlignConfig().sft`) with `changes`."""
+    return dataclasses.replace(AlignConfig().sft, **changes)
+
+
+def dpo_step(**changes):
+    """The DPO defaults (`AlignConfig().dpo`) with `changes`."""
+    return dataclasses.replace(AlignConfig().dpo, **changes)
 
 
 def short_pairs(n: int, max_chars: int = 300) -> list[dict]:
@@ -93,7 +105,7 @@ def test_sft_trains_on_chosen_only(tmp_path):
 
     data = short_pairs(4)
     assert all("rejected" not in r for r in sft_rows(data))
-    trainer, _ = make_sft_trainer(data, "embedded", tmp_path, batch_size=2, max_length=128)
+    trainer, _ = make_sft_trainer(data, sft_step(batch_size=2, max_length=128), tmp_path)
     tok = trainer.processing_class
     for i, row in enumerate(data):
         batch = trainer.data_collator([trainer.train_dataset[i]])
@@ -136,10 +148,8 @@ def test_dpo_steps_widen_the_margin(tmp_path):
     base = resolve_model_path("embedded")
     tok = AutoTokenizer.from_pretrained(str(base))
     before = margin(AutoModelForCausalLM.from_pretrained(str(base)), tok, data)
-    out = train_dpo(
-        data, "embedded", tmp_path, batch_size=2, epochs=2.0, max_length=128,
-        learning_rate=5e-4,
-    )  # fmt: skip
+    step = dpo_step(batch_size=2, epochs=2.0, max_length=128, learning_rate=5e-4)
+    out = train_dpo(data, step, tmp_path)
     after = margin(AutoModelForCausalLM.from_pretrained(str(out)), tok, data)
     print("margin before, after:", before, after)
     assert after > before + 1.0, (before, after)
@@ -153,7 +163,7 @@ def test_train_sft_writes_a_merged_model_and_card(tmp_path):
     from saferinstruct.train.sft import train_sft
 
     data = short_pairs(4)
-    out = train_sft(data, "embedded", tmp_path, batch_size=2, max_length=96, epochs=1.0)
+    out = train_sft(data, sft_step(batch_size=2, max_length=96, epochs=1.0), tmp_path)
     assert out == tmp_path / "model" and (out / "config.json").exists()
     model = AutoModelForCausalLM.from_pretrained(str(out))
     assert not any("lora" in n for n, _ in model.named_parameters())
@@ -163,7 +173,7 @@ def test_train_sft_writes_a_merged_model_and_card(tmp_path):
     assert '"precision": "fp32"' in card and '"device": "cpu"' in card
     assert (tmp_path / "loss.png").exists() and not (tmp_path / "checkpoints").exists()
     # a second call reuses the finished model
-    assert train_sft(data, "embedded", tmp_path) == out
+    assert train_sft(data, sft_step(), tmp_path) == out
 
 
 def test_dpo_reference_logps_are_saved_and_reused(tmp_path):
@@ -176,14 +186,14 @@ def test_dpo_reference_logps_are_saved_and_reused(tmp_path):
 
     data = short_pairs(5)
     path = tmp_path / "ref_logps" / "k.jsonl"
-    settings = dict(base_model="embedded", batch_size=2, max_length=96, seed=0)
+    step = dpo_step(batch_size=2, max_length=96, seed=0)
 
     def first_loss(trainer):
         batch = next(iter(trainer.get_train_dataloader()))
         with torch.no_grad():
             return float(trainer.compute_loss(trainer.model, batch))
 
-    a, _ = make_dpo_trainer(data[:4], out_dir=tmp_path / "a", ref_logps_path=path, **settings)
+    a, _ = make_dpo_trainer(data[:4], step, tmp_path / "a", path)
     stored = load_ref_logps(path)
     assert set(stored) == {row_key(r) for r in data[:4]}
     assert all(c < 0 and r < 0 for c, r in stored.values())
@@ -191,41 +201,43 @@ def test_dpo_reference_logps_are_saved_and_reused(tmp_path):
                         strict=True))  # fmt: skip
     assert all(abs(computed[k] - c) < 1e-4 for k, (c, _) in stored.items())
     mtime = path.stat().st_mtime_ns
-    b, _ = make_dpo_trainer(data[:4], out_dir=tmp_path / "b", ref_logps_path=path, **settings)
+    b, _ = make_dpo_trainer(data[:4], step, tmp_path / "b", path)
     assert b.precompute_ref_logps and b.ref_model is None
     assert path.stat().st_mtime_ns == mtime  # read, not recomputed
     assert abs(first_loss(a) - first_loss(b)) < 1e-4
-    c, _ = make_dpo_trainer(data, out_dir=tmp_path / "c", ref_logps_path=path, **settings)
+    c, _ = make_dpo_trainer(data, step, tmp_path / "c", path)
     assert set(load_ref_logps(path)) == {row_key(r) for r in data}
     assert not any(v != v for v in c.train_dataset["ref_chosen_logps"])  # no NaN
 
 
 def test_ref_logps_live_beside_the_dataset(tmp_path):
-    from saferinstruct.api import ref_logps_dir
+    from saferinstruct.api import dpo_ref_dir
+    from saferinstruct.errors import BadInput
 
     run = tmp_path / "run"
     (run / "dataset").mkdir(parents=True)
-    assert ref_logps_dir(run) == run / "dataset" / "ref_logps"
-    assert ref_logps_dir(run / "dataset" / "train.jsonl") == run / "dataset" / "ref_logps"
-    assert ref_logps_dir("hh").name == "hh"
+    (run / "dataset" / "train.jsonl").write_text("")
+    assert dpo_ref_dir(run) == run / "dataset" / "ref_logps"
+    assert dpo_ref_dir(run / "dataset" / "train.jsonl") == run / "dataset" / "ref_logps"
+    assert dpo_ref_dir(run / "dataset") == run / "dataset" / "ref_logps"
+    assert dpo_ref_dir("hh").name == "hh"
+    with pytest.raises(BadInput, match="train.jsonl"):
+        dpo_ref_dir(tmp_path)
 
 
 def test_training_config_reaches_the_trainer(tmp_path):
     """The shipped 7B config parses; its optimizer settings reach TrainingArguments; a
     broken config is one line and exit 2."""
-    from saferinstruct.api import train_settings
-    from saferinstruct.config import load_align_config
+    from saferinstruct.config import ModelConfig, load_align_config
     from saferinstruct.train.sft import make_sft_trainer
     from test_cli import cli
 
     paper = load_align_config(ROOT / "configs" / "train-paper-7b.yaml")
     assert paper.dpo.beta == 0.1 and paper.dpo.learning_rate == 5e-7 and not paper.sft.lora
-    settings = train_settings(paper.sft, "sft")
-    assert settings["trainer_args"]["optim"] == "rmsprop"
-    trainer, _ = make_sft_trainer(
-        short_pairs(2), "embedded", tmp_path, batch_size=2, max_length=64,
-        trainer_args=settings["trainer_args"],
-    )  # fmt: skip
+    assert paper.sft.trainer_args()["optim"] == "rmsprop"
+    step = dataclasses.replace(paper.sft, base_model=ModelConfig(), batch_size=2,
+                               max_length=64, lora=True)  # fmt: skip
+    trainer, _ = make_sft_trainer(short_pairs(2), step, tmp_path)
     assert trainer.args.optim == "rmsprop" and trainer.args.gradient_accumulation_steps == 16
     bad = tmp_path / "bad.yaml"
     bad.write_text("sft:\n  batch_sise: 4\n")
@@ -258,11 +270,11 @@ def test_full_dpo_precomputes_without_a_reference_copy(tmp_path):
     from saferinstruct.train.dpo import load_ref_logps, make_dpo_trainer
 
     data = short_pairs(4)
-    settings = dict(base_model="embedded", batch_size=2, max_length=96, seed=0)
+    step = dpo_step(batch_size=2, max_length=96, seed=0)
     lora_path, full_path = tmp_path / "lora.jsonl", tmp_path / "full.jsonl"
-    make_dpo_trainer(data, out_dir=tmp_path / "a", ref_logps_path=lora_path, **settings)
-    full, _ = make_dpo_trainer(data, out_dir=tmp_path / "b", ref_logps_path=full_path,
-                               lora=False, epochs=0.5, **settings)  # fmt: skip
+    make_dpo_trainer(data, step, tmp_path / "a", lora_path)
+    full_step = dataclasses.replace(step, lora=False, epochs=0.5)
+    full, _ = make_dpo_trainer(data, full_step, tmp_path / "b", full_path)
     assert full.ref_model is None
     a, b = load_ref_logps(lora_path), load_ref_logps(full_path)
     assert set(a) == set(b)
@@ -283,3 +295,24 @@ def test_gpu_training_keeps_fp32_weights_when_they_fit():
     assert fp32_training_fits(n, h100)
     assert not fp32_training_fits(6_878_924_800, h100)  # the 6.9B model of the GPU check
     assert not fp32_training_fits(n, 2 * 1024**3)
+
+
+def test_training_takes_the_model_config(tmp_path):
+    """A training base is a model config like any role's: its dtype reaches the loaded
+    model, a YAML mapping or a SPEC string both parse, and a remote model is bad input."""
+    import torch
+
+    from saferinstruct.config import load_align_config
+    from saferinstruct.train.common import load_base
+    from test_cli import cli
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("sft:\n  base_model: {model: embedded, dtype: bfloat16}\n"
+                   "dpo:\n  base_model: embedded\n")  # fmt: skip
+    align = load_align_config(cfg)
+    assert align.sft.base_model.dtype == "bfloat16" and align.dpo.base_model.model == "embedded"
+    model, _, dtype = load_base(align.sft.base_model)
+    assert dtype == torch.bfloat16 and next(model.parameters()).dtype == torch.bfloat16
+    r = cli("sft", "--data", "hh", "--out", str(tmp_path / "o"), "--base-model",
+            "openai:m@http://127.0.0.1:9/v1")  # fmt: skip
+    assert r.returncode == 2 and "sft.base_model" in r.stderr and "local" in r.stderr

@@ -12,7 +12,8 @@ import pytest
 from saferinstruct.config import VerdictConfig
 from saferinstruct.errors import BadInput, MissingCapability
 from saferinstruct.llm.base import Capabilities, Completion, Score
-from saferinstruct.pipeline import verdict as V
+from saferinstruct.measures import verdict as V
+from saferinstruct.prompts import fill
 
 ALL = Capabilities(logprobs=True, score=True, n=True, json_schema=True)
 
@@ -112,7 +113,7 @@ def test_keep_rule_needs_yes_and_a_high_enough_score():
 
 
 def test_render_fills_in_one_pass():
-    assert V.render("{a} {b} {c}", a="{b}", b="x") == "{b} x {c}"
+    assert fill("{a} {b} {c}", a="{b}", b="x") == "{b} x {c}"
     prompt = V.build_prompt("Q: {q}\n{answer_format}", "logprobs", q="{answer_format}")
     assert prompt == [{"role": "user", "content": "Q: {answer_format}\n" + V.YESNO_ANSWER}]
 

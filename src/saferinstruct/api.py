@@ -1,34 +1,54 @@
-"""The Python API: what every CLI subcommand calls. Notebook users call these directly.
+"""The Python API: every CLI subcommand calls the function of the same name here
+(`eval safety` -> `eval_safety`). Notebook users call them directly.
 
-import saferinstruct.api as si
-cfg = si.load_config("configs/quickstart.yaml")
-funnel = si.run(cfg, "runs/quick")
-records = si.induce_records(records, cfg)
+    import saferinstruct.api as si
+    cfg = si.load_config("configs/quickstart.yaml")
+    summary = si.run(cfg, "runs/quick")            # the whole data pipeline
+    result = si.filter(records, cfg, "runs/quick")  # one stage
+
+These are recipes: they resolve each model role once into a backend (`Backends`), hand
+it to the stages, and read and write the run directory through `RunDir`; the work itself
+is in the components (`pipeline/`, `train/`, `evaluate/`, `report/`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import platform
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import __version__
-from .config import ModelConfig, RunConfig, load_config, to_dict
-from .io import write_jsonl_atomic
-from .llm.cache import CachedBackend
-from .llm.factory import make_backend
+from .config import (
+    ModelConfig,
+    RunConfig,
+    ShippedAnswers,
+    TrainStepConfig,
+    load_config,
+    parse_model_spec,
+    parse_spec,
+    to_dict,
+)
+from .errors import BadInput
+from .io import read_jsonl
+from .llm.factory import Backends, resolve_roles
 from .paths import cache_root, default_call_cache
-from .pipeline.induce import check_backends, induce
+from .pipeline.induce import check_backends
+from .pipeline.induce import induce as induce_stage
 from .pipeline.sources import load_sources
 from .records import Record
+from .rundir import SPLITS, RunDir, dataset_file, ref_logps_dir, stage_number
 from .runner import StageResult, run_stage
+
+if TYPE_CHECKING:
+    from .evaluate.compare import CompareConfig
 
 log = logging.getLogger("saferinstruct")
 
@@ -36,9 +56,22 @@ __all__ = [
     "load_config",
     "run",
     "reverse_train",
-    "induce_records",
+    "induce",
+    "filter",
+    "respond",
+    "judge",
+    "audit",
+    "assemble",
+    "sft",
+    "dpo",
     "eval_recovery",
-    "write_resolved_config",
+    "eval_safety",
+    "eval_overrefusal",
+    "eval_helpfulness",
+    "eval_refusal_agreement",
+    "report",
+    "models",
+    "serve",
 ]
 
 _PACKAGES = ["torch", "transformers", "trl", "peft", "openai", "datasets", "llguidance"]
@@ -54,7 +87,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def write_resolved_config(cfg: RunConfig, run_dir: Path, models: dict[str, str]) -> Path:
+def write_resolved_config(cfg: RunConfig, run: RunDir, models: dict[str, str]) -> Path:
     """`DIR/config.yaml`: the resolved config, package versions, model identities, cache."""
     doc = {
         **to_dict(cfg),
@@ -65,47 +98,10 @@ def write_resolved_config(cfg: RunConfig, run_dir: Path, models: dict[str, str])
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }
-    path = Path(run_dir) / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-    tmp.replace(path)
-    return path
+    return run.write(run.config, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
-def induce_model(cfg: RunConfig) -> CachedBackend:
-    """The model that induces: the reverse model, or the expert in prompted mode."""
-    if cfg.induce.mode == "prompted" or cfg.reverse_model is None:
-        return make_backend(cfg.expert, cfg.cache)
-    return make_backend(cfg.reverse_model, cfg.cache)
-
-
-def induce_records(
-    records: Iterable[Record],
-    cfg: RunConfig,
-    run_dir: Path,
-    total: int | None = None,
-) -> StageResult:
-    """Run the induce stage over `records` and write `DIR/stages/01-induce.jsonl`."""
-    if cfg.induce.mode == "reverse" and cfg.reverse_model is None:
-        from .errors import BadInput
-
-        raise BadInput(
-            "induce.mode=reverse needs reverse_model in the config (a reverse-tuned model); "
-            "use induce.mode=prompted for the zero-shot baseline"
-        )
-    model = induce_model(cfg)
-    forward = make_backend(cfg.forward, cfg.cache) if cfg.forward else None
-    check_backends(cfg.induce, model, forward)
-    backends = [b for b in (model, forward) if b is not None]
-    return run_stage(
-        "induce",
-        records,
-        lambda chunk: induce(chunk, model, cfg.induce, forward),
-        run_dir,
-        total=total,
-        backends=backends,
-    )
+# ---------------------------------------------------------------- reverse model
 
 
 def reverse_train(cfg: RunConfig, out_dir: str | Path | None = None) -> Path:
@@ -117,7 +113,6 @@ def reverse_train(cfg: RunConfig, out_dir: str | Path | None = None) -> Path:
 
 def ensure_reverse_model(cfg: RunConfig) -> dict[str, Any]:
     """Fill `cfg.reverse_model` for reverse mode: the configured one, cached, or trained."""
-    from .config import ModelConfig
     from .train.reverse import trained_model
 
     if cfg.induce.mode == "reverse" and cfg.induce.max_text_chars is None:
@@ -136,65 +131,90 @@ def ensure_reverse_model(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def _expert_stage(name: str, stage: Any, section: Any, records: list[Record], cfg: RunConfig,
-                  run_dir: Path) -> StageResult:  # fmt: skip
+# ---------------------------------------------------------------- the data stages
+
+
+def read_sources(cfg: RunConfig, limit: int | None = None) -> list[Record]:
+    """Stage 00: the source texts of `cfg.source` as records."""
+    return list(load_sources(cfg.source, limit))
+
+
+def stage_input(stage: str, run_dir: str | Path, input: Path | None = None) -> list[Record]:
+    """The records a stage command reads: `input`, else the run directory's previous
+    stage file."""
+    if input is None:
+        input = RunDir(run_dir).previous_stage(stage)
+        if not input.exists():
+            raise BadInput(f"{stage}: no --input and no previous stage file {input}")
+    if not input.exists():
+        raise BadInput(f"--input: file not found: {input}")
+    return list(read_jsonl(input))
+
+
+def induce(records: list[Record], cfg: RunConfig, run_dir: str | Path,
+           pool: Backends | None = None) -> StageResult:  # fmt: skip
+    """Stage 01: the instruction each text answers (the reverse model, or the expert in
+    prompted mode)."""
+    if cfg.induce.mode == "reverse" and cfg.reverse_model is None:
+        raise BadInput(
+            "induce.mode=reverse needs reverse_model in the config (a reverse-tuned model); "
+            "use induce.mode=prompted for the zero-shot baseline"
+        )
+    roles = resolve_roles(cfg, pool or Backends(cfg.cache))
+    check_backends(cfg.induce, roles.induce, roles.forward)
+    return run_stage(
+        "induce",
+        records,
+        lambda chunk: induce_stage(chunk, roles.induce, cfg.induce, roles.forward),
+        RunDir(run_dir),
+        total=len(records),
+        backends=[b for b in (roles.induce, roles.forward) if b is not None],
+    )
+
+
+def _expert_stage(name: str, stage: Callable, section: Any, records: list[Record],
+                  cfg: RunConfig, run_dir: str | Path,
+                  pool: Backends | None) -> StageResult:  # fmt: skip
     """Run an expert stage `stage(chunk, expert, section, domain)` over `records`."""
-    expert = make_backend(cfg.expert, cfg.cache)
+    expert = (pool or Backends(cfg.cache)).get(cfg.expert)
     return run_stage(
         name,
         records,
         lambda chunk: stage(chunk, expert, section, cfg.domain),
-        run_dir,
+        RunDir(run_dir),
         total=len(records),
         backends=[expert],
     )
 
 
-def filter_stage(records: list[Record], cfg: RunConfig, run_dir: Path) -> StageResult:
-    """Stage 3: the expert keeps instructions that would elicit the category's behaviour."""
+def filter(records: list[Record], cfg: RunConfig, run_dir: str | Path,
+           pool: Backends | None = None) -> StageResult:  # fmt: skip
+    """Stage 02: the expert keeps instructions that would elicit the category's behaviour."""
     from .pipeline.filter import check_filter, filter_records
 
-    check_filter(records, make_backend(cfg.expert, cfg.cache), cfg.filter, cfg.domain)
-    return _expert_stage("filter", filter_records, cfg.filter, records, cfg, run_dir)
+    pool = pool or Backends(cfg.cache)
+    check_filter(records, pool.get(cfg.expert), cfg.filter, cfg.domain)
+    return _expert_stage("filter", filter_records, cfg.filter, records, cfg, run_dir, pool)
 
 
-def respond_stage(records: list[Record], cfg: RunConfig, run_dir: Path) -> StageResult:
-    """Stage 4: the expert writes the preferred response (`chosen`)."""
-    from .pipeline.respond import respond
+def respond(records: list[Record], cfg: RunConfig, run_dir: str | Path,
+            pool: Backends | None = None) -> StageResult:  # fmt: skip
+    """Stage 03: the expert writes the preferred response (`chosen`)."""
+    from .pipeline.respond import check_respond
+    from .pipeline.respond import respond as respond_records
 
-    return _expert_stage("respond", respond, cfg.respond, records, cfg, run_dir)
+    check_respond(cfg.respond)
+    return _expert_stage("respond", respond_records, cfg.respond, records, cfg, run_dir, pool)
 
 
-def judge_stage(records: list[Record], cfg: RunConfig, run_dir: Path) -> StageResult:
-    """Stage 5: the expert checks every finished pair; failures are dropped with reasons."""
+def judge(records: list[Record], cfg: RunConfig, run_dir: str | Path,
+          pool: Backends | None = None) -> StageResult:  # fmt: skip
+    """Stage 04: the expert checks every finished pair; failures are dropped with reasons."""
     from .pipeline.judge import check_judge, judge_records
 
-    check_judge(records, make_backend(cfg.expert, cfg.cache), cfg.judge, cfg.domain)
-    return _expert_stage("judge", judge_records, cfg.judge, records, cfg, run_dir)
-
-
-def assemble_stage(
-    records: list[Record], cfg: RunConfig, run_dir: Path, models: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Stage 6: dedup, split, dataset files and card, funnel.json, report.html/.md."""
-    from .pipeline.assemble import assemble, funnel
-    from .report import write_data_report
-
-    info: dict[str, Any] = {
-        "models": models or {},
-        "sources": [cfg.source.path],
-        "domain": cfg.domain.name,
-        "versions": versions(),
-    }
-    if cfg.domain.name != "safety":
-        info["terms"] = "See the licence or terms of the source texts named above."
-        info["intended_use"] = f"Preference-tuning research in the {cfg.domain.name} domain."
-    summary = assemble(records, cfg.assemble, run_dir, info)
-    stage_files = sorted((run_dir / "stages").glob("[0-9][0-9]-*.jsonl"))
-    fun = funnel(stage_files)
-    (run_dir / "funnel.json").write_text(json.dumps(fun, indent=2))
-    write_data_report(run_dir)
-    return {"assemble": summary, "funnel": fun}
+    pool = pool or Backends(cfg.cache)
+    check_judge(records, pool.get(cfg.expert), cfg.judge, cfg.domain)
+    return _expert_stage("judge", judge_records, cfg.judge, records, cfg, run_dir, pool)
 
 
 def audit(
@@ -205,83 +225,153 @@ def audit(
     category: str | None = None,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """Judge an existing preference file; writes DIR/stages/04-judge.jsonl, returns counts."""
+    """Judge an existing preference file; writes the judge stage file, returns counts."""
     from .pipeline.judge import audit_file, audit_summary
 
-    expert = make_backend(cfg.expert, cfg.cache)
+    run = RunDir(run_dir)
+    expert = Backends(cfg.cache).get(cfg.expert)
     records = audit_file(path, expert, cfg.judge, cfg.domain, columns, category, limit)
-    out = Path(run_dir) / "stages" / "04-judge.jsonl"
-    write_jsonl_atomic(out, records)
+    run.write_jsonl(run.stage("judge"), records)
+    out = run.stage("judge")
     return {**audit_summary(records), "file": str(out), "model_calls": expert.stats.misses}
 
 
-def check_run(cfg: RunConfig, sources: list[Record]) -> None:
+def assemble(records: list[Record], cfg: RunConfig, run_dir: str | Path,
+             models: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Stage 05: dedup and split; writes the stage file, the dataset and its card, the
+    funnel (computed here, once) and the data report."""
+    from .funnel import funnel
+    from .pipeline.assemble import assemble as assemble_records
+    from .report.data import write_data_report
+
+    run = RunDir(run_dir)
+    info: dict[str, Any] = {
+        "models": models or {},
+        "sources": [cfg.source.path],
+        "domain": cfg.domain.name,
+        "versions": versions(),
+    }
+    if cfg.domain.name != "safety":
+        info["terms"] = "See the licence or terms of the source texts named above."
+        info["intended_use"] = f"Preference-tuning research in the {cfg.domain.name} domain."
+    summary = write_dataset(run, assemble_records(records, cfg.assemble), info)
+    fun = funnel(run.stage_files())
+    run.write_json(run.funnel, fun)
+    write_data_report(run)
+    return {"assemble": summary, "funnel": fun}
+
+
+def write_dataset(run: RunDir, done: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """Write what assembly produced (`pipeline.assemble.Assembled`): the assemble stage
+    file, the dataset splits and the card (`info` feeds it); returns the counts with the
+    files written."""
+    from .pipeline.assemble import dataset_card
+
+    stage_file = run.stage("assemble")
+    run.write_jsonl(stage_file, done.records)
+    for split in SPLITS:
+        run.write_jsonl(run.split(split), done.splits[split])
+    card_info = {"stage_file": os.path.relpath(stage_file, run.dataset), **info}
+    run.write(run.card, dataset_card(done.summary, card_info))
+    files = {"stage": stage_file, **{s: run.split(s) for s in SPLITS}, "card": run.card}
+    return {**done.summary, "files": {k: str(v) for k, v in files.items()}}
+
+
+def check_run(cfg: RunConfig, sources: list[Record], pool: Backends) -> None:
     """Every check that can fail before the first model call, for the whole run."""
     from .pipeline.filter import check_filter
     from .pipeline.judge import check_judge
+    from .pipeline.respond import check_respond
 
-    expert = make_backend(cfg.expert, cfg.cache)
-    check_filter(sources, expert, cfg.filter, cfg.domain)
-    check_judge(sources, expert, cfg.judge, cfg.domain)
-    forward = make_backend(cfg.forward, cfg.cache) if cfg.forward else None
+    roles = resolve_roles(cfg, pool)
+    check_filter(sources, roles.expert, cfg.filter, cfg.domain)
+    check_respond(cfg.respond)
+    check_judge(sources, roles.expert, cfg.judge, cfg.domain)
     if cfg.induce.mode == "prompted" or cfg.reverse_model is not None:
-        check_backends(cfg.induce, induce_model(cfg), forward)
+        check_backends(cfg.induce, roles.induce, roles.forward)
 
 
 def run(cfg: RunConfig, run_dir: str | Path, limit: int | None = None) -> dict[str, Any]:
-    """The whole data pipeline; returns the funnel summary (also DIR/funnel.json).
+    """The whole data pipeline; returns the summary (the funnel is in DIR/funnel.json).
 
-    reverse-train (skipped when a reverse model is configured or cached) -> induce ->
-    filter -> respond -> judge -> assemble. Resumable: every model call is cached, so a
-    restarted run recomputes finished work from the cache without loading a model.
+    reverse-train (skipped when a reverse model is configured or cached) -> 01 induce ->
+    02 filter -> 03 respond -> 04 judge -> 05 assemble. Each model role is built once and
+    shared by the stages. Resumable: every model call is cached, so a restarted run
+    recomputes finished work from the cache without loading a model.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    sources = list(load_sources(cfg.source, limit))
-    check_run(cfg, sources)
+    run_ = RunDir(run_dir)
+    run_.root.mkdir(parents=True, exist_ok=True)
+    sources = read_sources(cfg, limit)
+    pool = Backends(cfg.cache)
+    check_run(cfg, sources, pool)
     started = time.time()
     reverse_info = ensure_reverse_model(cfg)
-    models = {
-        "induce": induce_model(cfg).identity(),
-        "expert": make_backend(cfg.expert, cfg.cache).identity(),
-    }
-    write_resolved_config(cfg, run_dir, models)
-    write_jsonl_atomic(run_dir / "stages" / "00-sources.jsonl", sources)
-    steps = [
-        lambda recs: induce_records(recs, cfg, run_dir, total=len(recs)),
-        lambda recs: filter_stage(recs, cfg, run_dir),
-        lambda recs: respond_stage(recs, cfg, run_dir),
-        lambda recs: judge_stage(recs, cfg, run_dir),
-    ]
+    roles = resolve_roles(cfg, pool)
+    models = {"induce": roles.induce.identity(), "expert": roles.expert.identity()}
+    write_resolved_config(cfg, run_, models)
+    run_.write_jsonl(run_.stage("sources"), sources)
+    steps = [("induce", induce), ("filter", filter), ("respond", respond), ("judge", judge)]
     records, results = sources, []
-    for number, step in enumerate(steps, start=1):
-        log.info("run: stage %d/%d", number, len(steps) + 1)
-        result = step(records)
+    last = stage_number("assemble")
+    for name, step in steps:
+        log.info("run: stage %02d/%02d %s", stage_number(name), last, name)
+        result = step(records, cfg, run_.root, pool)
         results.append(result)
         records = result.records
-    log.info("run: stage %d/%d (assemble)", len(steps) + 1, len(steps) + 1)
-    assembled = assemble_stage(records, cfg, run_dir, models)
-    summary = {
-        "run_dir": str(run_dir),
+    log.info("run: stage %02d/%02d assemble", last, last)
+    assembled = assemble(records, cfg, run_.root, models)
+    return {
+        "run_dir": str(run_.root),
         "sources": len(sources),
         "stages": [reverse_info] + [r.summary() for r in results],
-        "dataset": {k: assembled["assemble"].get(k) for k in ("train", "test")},
+        "dataset": {k: assembled["assemble"].get(k) for k in SPLITS},
         "seconds": round(time.time() - started, 1),
         "model_calls": sum(r.calls.get("model_calls", 0) for r in results),
         "cache_hits": sum(r.calls.get("cache_hits", 0) for r in results),
     }
-    return summary
 
 
-def _by_category(stage_file: Path) -> dict[str, dict[str, int]]:
-    from .io import read_jsonl
+# ---------------------------------------------------------------- training
 
-    out: dict[str, dict[str, int]] = {}
-    for r in read_jsonl(stage_file):
-        row = out.setdefault(r["category"], {"in": 0, "kept": 0})
-        row["in"] += 1
-        row["kept"] += r["status"] == "kept"
-    return out
+
+def load_training_data(data: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Preference rows for SFT/DPO: `hh` (the shipped HH-RLHF training part), a run or
+    dataset directory, a TRL-format jsonl, or a released Safer-Instruct csv."""
+    from .preferences import load_hh, load_preferences
+
+    if str(data) == "hh":
+        return load_hh(split="train", limit=limit)
+    return load_preferences(data, limit=limit)
+
+
+def sft(data: str | Path, out_dir: str | Path, step: TrainStepConfig) -> Path:
+    """SFT on the `chosen` responses (never on `rejected`); returns the model directory."""
+    from .train.sft import train_sft
+
+    step.check("sft")
+    rows = load_training_data(data, step.max_pairs)
+    return train_sft(rows, step, Path(out_dir))
+
+
+def dpo_ref_dir(data: str | Path) -> Path:
+    """Where DPO keeps reference log-probs: beside the dataset (`ref_logps/`), or in the
+    user cache for the shipped HH-RLHF part."""
+    if str(data) == "hh":
+        return cache_root() / "ref_logps" / "hh"
+    return ref_logps_dir(dataset_file(data, "train"))
+
+
+def dpo(data: str | Path, out_dir: str | Path, step: TrainStepConfig) -> Path:
+    """DPO (beta 0.1 by default) on preference rows; returns the model directory.
+    Reference log-probs are computed once and saved beside the dataset for reuse."""
+    from .train.dpo import train_dpo
+
+    step.check("dpo")
+    rows = load_training_data(data, step.max_pairs)
+    return train_dpo(rows, step, Path(out_dir), ref_dir=dpo_ref_dir(data))
+
+
+# ---------------------------------------------------------------- evaluation
 
 
 def eval_recovery(
@@ -307,135 +397,159 @@ def eval_recovery(
     With `score=False`, nothing is scored (no embedding model is needed): the result is
     the rows themselves, {"rows": [{id, generator, output, reference, prediction}]},
     for scoring elsewhere with `evaluate.recovery.score_rows` (benchmarks/gpu.py)."""
-    import random
-    import tempfile
+    from .evaluate import recovery
 
-    from .config import InduceConfig
-    from .errors import BadInput
-    from .evaluate.recovery import first_sentence, score_rows, summarize
-    from .io import read_records
-    from .records import new_record
-    from .train.reverse import split_of
-
-    if mode not in ("reverse", "prompted", "first-sentence"):
+    if mode not in recovery.MODES:
         raise BadInput(f"--mode: expected reverse, prompted or first-sentence, got {mode!r}")
-    columns = {"instruction": instruction_column, "output": output_column}
-    rows = [
-        r
-        for r in read_records(pairs_path, columns=columns)
-        if split == "all" or split_of(str(r["id"]), validation_fraction) == split
-    ]
-    random.Random(0).shuffle(rows)
-    rows = rows[:limit] if limit else rows
-    outputs = [str(r["output"] or "") for r in rows]
-    refs = [str(r["instruction"] or "") for r in rows]
+    rows = recovery.held_out_rows(pairs_path, instruction_column, output_column, split,
+                                  validation_fraction, limit)  # fmt: skip
     if mode == "first-sentence":
-        preds = [first_sentence(o) for o in outputs]
+        preds = recovery.baseline(rows)
     else:
         if model is None:
             raise BadInput(f"--model is required for --mode {mode}")
-        backend = make_backend(model, cache)
-        icfg = InduceConfig(
-            mode=mode, max_text_chars=max_text_chars, num_candidates=num_candidates, select=select
-        )
-        icfg.generation.max_new_tokens = max_new_tokens
-        icfg.generation.temperature = temperature
+        icfg = recovery.induce_settings(mode, max_new_tokens, max_text_chars, num_candidates,
+                                        select, temperature)  # fmt: skip
+        backend = Backends(cache).get(model)
         check_backends(icfg, backend, None)
-        if num_candidates > 1 and temperature <= 0:
-            raise BadInput("--candidates > 1 needs --temperature > 0 (greedy repeats itself)")
-        records = [
-            new_record(f"{r['id']}:{r.get('generator', i)}", o, "recovery")
-            for i, (r, o) in enumerate(zip(rows, outputs, strict=True))
-        ]
-        run_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="recovery-"))
+        run_ = RunDir(out_dir if out_dir else tempfile.mkdtemp(prefix="recovery-"))
         result = run_stage(
             "induce",
-            records,
-            lambda chunk: induce(chunk, backend, icfg),
-            run_dir,
-            total=len(records),
+            recovery.as_records(rows),
+            lambda chunk: induce_stage(chunk, backend, icfg),
+            run_,
+            total=len(rows),
             backends=[backend],
         )
-        from .io import read_jsonl
-
-        preds = [r.get("instruction") or "" for r in read_jsonl(result.path)]
-    groups = [r.get("generator") for r in rows]
+        preds = [r.get("instruction") or "" for r in result.records]
     if not score:
-        keys = ("id", "generator", "output", "reference", "prediction")
-        values = zip([r["id"] for r in rows], groups, outputs, refs, preds, strict=True)
-        return {"rows": [dict(zip(keys, v, strict=True)) for v in values]}
-    summary = summarize(score_rows(preds, refs, outputs), groups)
-    summary["mode"] = mode
-    if out_dir is not None:
-        from .evaluate.recovery import examples_markdown
-
-        names = [str(g) if g is not None else Path(pairs_path).name for g in groups]
-        path = Path(out_dir) / "recovery_examples.md"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(examples_markdown(outputs, preds, refs, names))
-        summary["examples"] = str(path)
-    return summary
+        return {"rows": recovery.with_predictions(rows, preds)}
+    return recovery.summary(rows, preds, mode, Path(pairs_path).name, out_dir)
 
 
-def load_training_data(data: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Preference rows for SFT/DPO: `hh` (the shipped HH-RLHF training part), a run or
-    dataset directory, a TRL-format jsonl, or a released Safer-Instruct csv."""
-    from .train.data import load_hh, load_preferences
+def eval_safety(model: str, prompts: Path | None = None, column: str = "prompt",
+                data: Path | None = None, limit: int | None = None,
+                max_new_tokens: int = 40, cache: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Refusal rates of `model` (a spec) on harmful prompts (default: the shipped HH-RLHF
+    evaluation part)."""
+    from .evaluate.safety import harmful_prompts, safety
 
-    if str(data) == "hh":
-        return load_hh(split="train", limit=limit)
-    return load_preferences(data, limit=limit)
+    for path in (prompts, data):
+        if path is not None and not Path(path).exists():
+            raise BadInput(f"file not found: {path}")
+    backend = Backends(cache).get(parse_model_spec(model))
+    return safety(backend, harmful_prompts(prompts, column, data, limit), max_new_tokens)
 
 
-def train_settings(step: Any, kind: str) -> dict[str, Any]:
-    """Keyword arguments of `sft`/`dpo` from a `TrainStepConfig`."""
-    from .errors import BadInput
+def eval_overrefusal(model: str, limit: int | None = None, max_new_tokens: int = 40,
+                     cache: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """XSTest: full-compliance rate on safe prompts, refusal rate on unsafe ones."""
+    from .evaluate.safety import overrefusal
 
-    if not 0.0 < step.lora_top_fraction <= 1.0:
-        raise BadInput(f"{kind}.lora_top_fraction: expected a number in (0, 1], "
-                       f"got {step.lora_top_fraction}")  # fmt: skip
-    settings: dict[str, Any] = dict(
-        base_model=step.base_model, lora=step.lora, learning_rate=step.learning_rate,
-        batch_size=step.batch_size, epochs=step.epochs, max_length=step.max_length,
-        max_minutes=step.max_minutes, limit=step.max_pairs,
-        lora_top_fraction=step.lora_top_fraction,
-        trainer_args={
-            "optim": step.optim,
-            "gradient_accumulation_steps": step.gradient_accumulation_steps,
-            "gradient_checkpointing": step.gradient_checkpointing,
-        },
+    return overrefusal(Backends(cache).get(parse_model_spec(model)), max_new_tokens, limit)
+
+
+def _side(spec: str, pool: Backends) -> Any:
+    """A helpfulness side: shipped answers (`pairs:GENERATOR`) or a model's backend."""
+    parsed = parse_spec(spec)
+    return parsed if isinstance(parsed, ShippedAnswers) else pool.get(parsed)
+
+
+def eval_helpfulness(model: str, reference: str = "pairs:gpt4_0613", judge: str = "embedded",
+                     verdict_mode: str = "logprobs", limit: int | None = None,
+                     max_new_tokens: int = 256, max_answer_chars: int = 1000,
+                     out: Path | None = None,
+                     cache: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Pairwise win-rate of `model` against `reference` (specs, or pairs:GENERATOR) on
+    held-out AlpacaEval instructions, judged in both orders; with `out`, one line per
+    instruction is written there (`items_file`)."""
+    from .config import VerdictConfig
+    from .evaluate.helpfulness import helpfulness
+    from .io import write_jsonl_atomic
+
+    pool = Backends(cache)
+    result = helpfulness(
+        _side(model, pool), _side(reference, pool), judge=pool.get(parse_model_spec(judge)),
+        verdict=VerdictConfig(mode=verdict_mode), limit=limit,
+        max_new_tokens=max_new_tokens, max_answer_chars=max_answer_chars,
     )  # fmt: skip
-    if kind == "dpo":
-        settings["beta"] = step.beta
-    return settings
+    items = result.pop("items")
+    if out is not None:
+        write_jsonl_atomic(out, items)
+        result["items_file"] = str(out)
+    return {**result, "model": model, "reference": reference}
 
 
-def sft(data: str | Path, out_dir: str | Path, **settings: Any) -> Path:
-    """SFT on the `chosen` responses (never on `rejected`); returns the model directory."""
-    from .train.sft import train_sft
+def eval_refusal_agreement(labels: Path) -> dict[str, Any]:
+    """The refusal classifier against human labels (refits without `labels` if trained
+    on it)."""
+    from .measures.refusal import refusal_agreement
 
-    limit = settings.pop("limit", None)
-    rows = load_training_data(data, limit)
-    return train_sft(rows, out_dir=Path(out_dir), **settings)
-
-
-def ref_logps_dir(data: str | Path) -> Path:
-    """Where DPO keeps reference log-probs: beside the dataset (`ref_logps/`), or in the
-    user cache for the shipped HH-RLHF part."""
-    if str(data) == "hh":
-        return cache_root() / "ref_logps" / "hh"
-    path = Path(data)
-    if path.is_dir():
-        return (path / "dataset" if (path / "dataset").is_dir() else path) / "ref_logps"
-    return path.parent / "ref_logps"
+    if not Path(labels).exists():
+        raise BadInput(f"--labels: file not found: {labels}")
+    return refusal_agreement(labels)
 
 
-def dpo(data: str | Path, out_dir: str | Path, **settings: Any) -> Path:
-    """DPO (beta 0.1 by default) on preference rows; returns the model directory.
-    Reference log-probs are computed once and saved beside the dataset for reuse."""
-    from .train.dpo import train_dpo
+def report(models: dict[str, str], out: str | Path, cfg: CompareConfig | None = None,
+           reference: str | None = None, judge: str = "embedded",
+           cache: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Measure `models` (name -> spec) side by side and write R/comparison.{html,md,json};
+    helpfulness against `reference` (default: the first model), judged by `judge`."""
+    from .evaluate.compare import CompareConfig, Entry, compare
+    from .report.comparison import write_comparison
 
-    limit = settings.pop("limit", None)
-    rows = load_training_data(data, limit)
-    settings.setdefault("ref_dir", ref_logps_dir(data))
-    return train_dpo(rows, out_dir=Path(out_dir), **settings)
+    cfg = cfg or CompareConfig()
+    for path in (cfg.harmful_prompts, cfg.data):
+        if path is not None and not Path(path).exists():
+            raise BadInput(f"file not found: {path}")
+    pool = Backends(cache)
+    entries = {n: Entry(spec, pool.get(parse_model_spec(spec))) for n, spec in models.items()}
+    ref_spec = reference or next(iter(models.values()))
+    helpful = cfg.helpfulness_limit != 0
+    judge_backend = pool.get(parse_model_spec(judge)) if helpful else None
+    data = compare(entries, Entry(ref_spec, _side(ref_spec, pool)), judge_backend, cfg)
+    return write_comparison(data, out)
+
+
+# ---------------------------------------------------------------- models
+
+
+def models() -> dict[str, Any]:
+    """Which backends are available, where the caches and the embedded model live."""
+    import importlib.util
+
+    from .llm import embedded
+
+    def available(module: str) -> bool:
+        return importlib.util.find_spec(module) is not None
+
+    info: dict[str, Any] = {
+        "cache_root": str(cache_root()),
+        "call_cache": str(default_call_cache()),
+    }
+    try:
+        info["embedded_gguf"] = str(embedded.gguf_path())
+        conv = embedded.converted_dir()
+        info["embedded_hf_dir"] = (
+            str(conv) if (conv / "config.json").exists() else "not converted yet"
+        )
+    except BadInput as e:
+        info["embedded_gguf"] = f"missing: {e}"
+    info["backends"] = {
+        "local": available("transformers") and available("torch"),
+        "openai": available("openai"),
+        "json_schema_constraints": available("llguidance"),
+        "serve": available("fastapi") and available("uvicorn"),
+    }
+    import torch
+
+    info["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return info
+
+
+def serve(model: ModelConfig, host: str = "127.0.0.1", port: int = 8000,
+          served_name: str | None = None) -> None:  # fmt: skip
+    """Serve a local model over the OpenAI-compatible protocol until stopped."""
+    from .serve import serve as serve_model
+
+    serve_model(model, host=host, port=port, served_name=served_name)

@@ -1,9 +1,11 @@
 """The `safer-instruct` command line: one subcommand per stage, in pipeline order.
 
-Each subcommand is a thin wrapper over a function in `api.py` (or the stage's module).
-Results go to stdout; commands that report figures end with one JSON line. Progress
-and logs go to stderr. Exit codes: 0 success, 2 bad input or config (one line, no
-traceback), 1 anything else.
+Every subcommand is a thin wrapper over the function of the same name in `api.py`
+(`eval safety` -> `api.eval_safety`). Results go to stdout; commands that report figures
+end with one JSON line. Progress and logs go to stderr. Exit codes: 0 success, 2 bad
+input or config (one line, no traceback), 1 anything else. The options of `sft`, `dpo`
+and `reverse-train` are built from their config dataclasses' fields and docs, so the
+help shows what the config means and its defaults.
 
     safer-instruct run --config configs/quickstart.yaml --out runs/quickstart
     safer-instruct models
@@ -12,14 +14,28 @@ traceback), 1 anything else.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import logging
 import sys
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from .config import (
+    AlignConfig,
+    ModelConfig,
+    ReverseTrainConfig,
+    TrainStepConfig,
+    parse_model_spec,
+    spec_of,
+)
 from .errors import BadInput
 
 app = typer.Typer(
@@ -49,6 +65,79 @@ def _print_json(obj: object) -> None:
     sys.stdout.flush()
 
 
+# ---------------------------------------------------------------- options from config fields
+
+
+def _plain_type(tp: Any) -> Any:
+    """The CLI type of a config field: Optional stripped, a model config as its SPEC."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    return str if tp is ModelConfig else tp
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, ModelConfig):
+        return spec_of(value)
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    return str(value)
+
+
+def field_options(cls: type, defaults: Any, only: str | None = None) -> list[inspect.Parameter]:
+    """One `--option` per field of dataclass `cls` (fields marked for another command
+    left out), with the field's doc as help and its value in `defaults` shown as the
+    default. Each option is None unless given, so a config file's value stays."""
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("only") not in (None, only):
+            continue
+        decls = f.metadata.get("flag") or f.metadata.get("cli") or f"--{f.name.replace('_', '-')}"
+        shown = _shown(getattr(defaults, f.name))
+        option = typer.Option(decls, help=f"{f.metadata.get('doc', '')}  [default: {shown}]",
+                              show_default=False)  # fmt: skip
+        annotation = Annotated[_plain_type(hints[f.name]) | None, option]
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=annotation))  # fmt: skip
+    return params
+
+
+def with_field_options(cls: type, defaults: Any, only: str | None = None) -> Callable:
+    """Give a command one option per field of `cls`; it receives the ones the user gave
+    as its `given` argument (a dict of field name -> value)."""
+
+    def wrap(command: Callable) -> Callable:
+        hints = typing.get_type_hints(command, include_extras=True)
+        own = [p.replace(annotation=hints[p.name])
+               for p in inspect.signature(command).parameters.values() if p.name != "given"]
+        extra = field_options(cls, defaults, only)
+        names = {p.name for p in extra}
+
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> Any:
+            given = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+            return command(**kwargs, given={k: v for k, v in given.items() if v is not None})
+
+        run.__signature__ = inspect.Signature(own + extra)  # type: ignore[attr-defined]
+        run.__annotations__ = {**{p.name: hints[p.name] for p in own},
+                               **{p.name: p.annotation for p in extra}}  # fmt: skip
+        del run.__wrapped__
+        return run
+
+    return wrap
+
+
+def _replace(section: Any, given: dict[str, Any]) -> Any:
+    """`section` with the given options applied (a model SPEC becomes a model config)."""
+    for key, value in list(given.items()):
+        if isinstance(getattr(section, key), ModelConfig):
+            given[key] = parse_model_spec(value)
+    return dataclasses.replace(section, **given)
+
+
+# ---------------------------------------------------------------- the data pipeline
+
+
 @app.command("run")
 def run_cmd(
     out: OutOpt,
@@ -60,45 +149,29 @@ def run_cmd(
     from . import api
 
     cfg = api.load_config(config, set_ or [])
-    funnel = api.run(cfg, out, limit=limit)
-    _print_json(funnel)
+    _print_json(api.run(cfg, out, limit=limit))
 
 
 @app.command("reverse-train")
+@with_field_options(ReverseTrainConfig, ReverseTrainConfig())
 def reverse_train_cmd(
+    given: dict[str, Any],
     config: ConfigOpt = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="output directory (default: the user cache, keyed)"),
     ] = None,
-    pairs: Annotated[
-        Path | None, typer.Option(help="pairs file (default: shipped AlpacaEval pairs)")
-    ] = None,
-    instruction_column: Annotated[str | None, typer.Option(help="instruction column")] = None,
-    response_column: Annotated[str | None, typer.Option(help="response column")] = None,
-    base_model: Annotated[str | None, typer.Option(help="HF directory or 'embedded'")] = None,
-    max_pairs: Annotated[int | None, typer.Option(help="training pairs")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="stop cleanly after this")] = None,
-    lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA or full")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Reversed instruction tuning: fine-tune a model to write the instruction of a response."""
     from . import api
 
-    overrides = list(set_ or [])
-    for key, value in {
-        "path": pairs,
-        "instruction_column": instruction_column,
-        "response_column": response_column,
-        "base_model": base_model,
-        "max_pairs": max_pairs,
-        "max_minutes": max_minutes,
-        "lora": lora,
-    }.items():
-        if value is not None:
-            plain = str(value) if isinstance(value, Path) else value
-            overrides.append(f"reverse_train.{key}={json.dumps(plain)}")
-    cfg = api.load_config(config, overrides)
+    cfg = api.load_config(config, set_ or [])
+    cfg.reverse_train = _replace(cfg.reverse_train, given)
+    if "path" in given:  # a file named on the command line resolves against the cwd
+        if not Path(given["path"]).exists():
+            raise BadInput(f"--pairs: file not found: {given['path']}")
+        cfg.reverse_train.path = str(Path(given["path"]).resolve())
     path = api.reverse_train(cfg, out)
     _print_json({"model": str(path)})
 
@@ -125,25 +198,23 @@ def induce_cmd(
     limit: LimitOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Induce the instruction each input text answers; writes DIR/stages/01-induce.jsonl."""
+    """Induce the instruction each input text answers; writes the run's 01-induce stage file."""
     from . import api
-    from .llm.factory import with_model
-    from .pipeline.sources import load_sources
+    from .config import with_model
 
     overrides = list(set_ or [])
     if mode:
         overrides.append(f"induce.mode={mode}")
     cfg = api.load_config(config, overrides)
-    cfg.source.path = str(input)
     if not input.exists():
         raise BadInput(f"--input: file not found: {input}")
+    cfg.source.path = str(input)
     cfg.source.text_column, cfg.source.id_column = text_column, id_column
     cfg.source.category_column = category_column
     if model:
         role = "expert" if cfg.induce.mode == "prompted" else "reverse_model"
         setattr(cfg, role, with_model(getattr(cfg, role), model))
-    records = list(load_sources(cfg.source, limit))
-    result = api.induce_records(records, cfg, out, total=len(records))
+    result = api.induce(api.read_sources(cfg, limit), cfg, out)
     _print_json(result.summary())
 
 
@@ -157,28 +228,12 @@ InputOpt = Annotated[
 ]
 
 
-def _stage_input(stage: str, run_dir: Path, input: Path | None) -> list:
-    """Records from `--input`, else from the run directory's previous stage file."""
-    from .io import read_jsonl
-    from .runner import STAGE_ORDER, stage_path
-
-    if input is None:
-        previous = STAGE_ORDER[STAGE_ORDER.index(stage) - 1]
-        input = stage_path(run_dir, previous)
-        if not input.exists():
-            raise BadInput(f"{stage}: no --input and no previous stage file {input}")
-    if not input.exists():
-        raise BadInput(f"--input: file not found: {input}")
-    return list(read_jsonl(input))
-
-
 def _stage_command(stage: str, out: Path, input: Path | None, config: Path | None, set_) -> None:
     from . import api
 
     cfg = api.load_config(config, set_ or [])
-    records = _stage_input(stage, out, input)
-    fn = {"filter": api.filter_stage, "respond": api.respond_stage, "judge": api.judge_stage}
-    result = fn[stage](records, cfg, out)
+    records = api.stage_input(stage, out, input)
+    result = getattr(api, stage)(records, cfg, out)
     _print_json(result.summary())
 
 
@@ -244,103 +299,56 @@ def assemble_cmd(
     from . import api
 
     cfg = api.load_config(config, set_ or [])
-    records = _stage_input("assemble", out, input)
-    result = api.assemble_stage(records, cfg, out)
+    records = api.stage_input("assemble", out, input)
+    result = api.assemble(records, cfg, out)
     _print_json(result["assemble"])
 
+
+# ---------------------------------------------------------------- training
 
 DataOpt = Annotated[
     str,
     typer.Option(help="'hh' (shipped HH-RLHF train part), a run/dataset dir, a jsonl or csv"),
 ]
-BaseOpt = Annotated[
-    str | None, typer.Option(help="model to start from: 'embedded' [default] or an HF dir")
-]
-LoraOpt = Annotated[
-    bool | None, typer.Option("--lora/--full", help="LoRA (merged) [default] or full")
-]
-LoraTopOpt = Annotated[
-    float | None,
-    typer.Option(help="LoRA on the top share of layers only [SFT 1.0, DPO 0.5]"),
-]
 TrainOut = Annotated[Path, typer.Option("--out", "-o", help="output directory (model in model/)")]
-
-
 TrainConfigOpt = Annotated[
     Path | None,
-    typer.Option(help="training config (sections sft, dpo; see configs/train-paper-7b.yaml)"),
-]
+    typer.Option(
+        "--config", "-c",
+        help="training config (sections sft, dpo; see configs/train-paper-7b.yaml)",
+    ),
+]  # fmt: skip
 
 
-def _step(config: Path | None, kind: str, **cli: object) -> dict:
-    """Settings from the config's `kind` section, overridden by options given on the CLI."""
-    import dataclasses
-
-    from . import api
+def _train_step(config: Path | None, kind: str, given: dict[str, Any]) -> TrainStepConfig:
+    """The config's `kind` section (or the defaults), with the options given applied."""
     from .config import load_align_config
 
-    step = getattr(load_align_config(config), kind)
-    given = {k: v for k, v in cli.items() if v is not None}
-    return api.train_settings(dataclasses.replace(step, **given), kind)
+    return _replace(getattr(load_align_config(config), kind), given)
 
 
 @app.command("sft")
-def sft_cmd(
-    data: DataOpt,
-    out: TrainOut,
-    config: TrainConfigOpt = None,
-    base_model: BaseOpt = None,
-    lora: LoraOpt = None,
-    lora_top_fraction: LoraTopOpt = None,
-    learning_rate: Annotated[
-        float | None, typer.Option(help="default 2e-4 LoRA, 2e-5 full")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="sequences per step [8]")] = None,
-    epochs: Annotated[float | None, typer.Option(help="passes over the data [3]")] = None,
-    max_length: Annotated[int | None, typer.Option(help="tokens per sequence [256]")] = None,
-    max_pairs: Annotated[int | None, typer.Option(help="use at most N pairs")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="stop cleanly after this")] = None,
-) -> None:
+@with_field_options(TrainStepConfig, AlignConfig().sft, only="sft")
+def sft_cmd(given: dict[str, Any], data: DataOpt, out: TrainOut,
+            config: TrainConfigOpt = None) -> None:  # fmt: skip
     """Supervised fine-tuning on the chosen responses (the rejected text is never a target)."""
     from . import api
 
-    settings = _step(config, "sft", base_model=base_model, lora=lora,
-                     lora_top_fraction=lora_top_fraction,
-                     learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
-                     max_length=max_length, max_pairs=max_pairs,
-                     max_minutes=max_minutes)  # fmt: skip
-    _print_json({"model": str(api.sft(data, out, **settings))})
+    _print_json({"model": str(api.sft(data, out, _train_step(config, "sft", given)))})
 
 
 @app.command("dpo")
-def dpo_cmd(
-    data: DataOpt,
-    out: TrainOut,
-    config: TrainConfigOpt = None,
-    base_model: BaseOpt = None,
-    beta: Annotated[float | None, typer.Option(help="DPO beta [0.1, the paper]")] = None,
-    lora: LoraOpt = None,
-    lora_top_fraction: LoraTopOpt = None,
-    learning_rate: Annotated[
-        float | None, typer.Option(help="default 5e-5 LoRA, 5e-7 full (the paper)")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="pairs per step [4]")] = None,
-    epochs: Annotated[float | None, typer.Option(help="passes over the data [1]")] = None,
-    max_length: Annotated[int | None, typer.Option(help="tokens per sequence [256]")] = None,
-    max_pairs: Annotated[int | None, typer.Option(help="use at most N pairs")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="stop cleanly after this")] = None,
-) -> None:
+@with_field_options(TrainStepConfig, AlignConfig().dpo, only="dpo")
+def dpo_cmd(given: dict[str, Any], data: DataOpt, out: TrainOut,
+            config: TrainConfigOpt = None) -> None:  # fmt: skip
     """Direct preference optimisation on preference pairs, from --base-model (an SFT model).
     Reference log-probs are computed once and kept in ref_logps/ beside the dataset."""
     from . import api
 
-    settings = _step(config, "dpo", base_model=base_model, beta=beta, lora=lora,
-                     lora_top_fraction=lora_top_fraction,
-                     learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
-                     max_length=max_length, max_pairs=max_pairs,
-                     max_minutes=max_minutes)  # fmt: skip
-    _print_json({"model": str(api.dpo(data, out, **settings))})
+    _print_json({"model": str(api.dpo(data, out, _train_step(config, "dpo", given)))})
 
+
+# ---------------------------------------------------------------- evaluation
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluation commands.")
 app.add_typer(eval_app, name="eval")
@@ -376,7 +384,6 @@ def eval_recovery_cmd(
 ) -> None:
     """Induce instructions from outputs and score them (ROUGE-L, MiniLM cosine, exact, copy)."""
     from . import api
-    from .llm.factory import parse_model_spec
 
     if not pairs.exists():
         raise BadInput(f"--pairs: file not found: {pairs}")
@@ -412,14 +419,9 @@ def eval_safety_cmd(
     max_new_tokens: TokensOpt = 40,
 ) -> None:
     """Refusal rate on harmful prompts (default: the shipped HH-RLHF evaluation part)."""
-    from .evaluate.safety import harmful_prompts, safety
-    from .llm.factory import parse_model_spec
+    from . import api
 
-    for path in (prompts, data):
-        if path is not None and not path.exists():
-            raise BadInput(f"file not found: {path}")
-    items = harmful_prompts(prompts, column, data, limit)
-    _print_json(safety(parse_model_spec(model), items, max_new_tokens))
+    _print_json(api.eval_safety(model, prompts, column, data, limit, max_new_tokens))
 
 
 @eval_app.command("overrefusal")
@@ -429,10 +431,9 @@ def eval_overrefusal_cmd(
     max_new_tokens: TokensOpt = 40,
 ) -> None:
     """XSTest: full-compliance rate on safe prompts, refusal rate on unsafe ones."""
-    from .evaluate.safety import overrefusal
-    from .llm.factory import parse_model_spec
+    from . import api
 
-    _print_json(overrefusal(parse_model_spec(model), max_new_tokens, limit))
+    _print_json(api.eval_overrefusal(model, limit, max_new_tokens))
 
 
 @eval_app.command("helpfulness")
@@ -457,21 +458,10 @@ def eval_helpfulness_cmd(
     ] = None,
 ) -> None:
     """Pairwise win-rate against a reference on held-out AlpacaEval instructions, both orders."""
-    from .config import VerdictConfig
-    from .evaluate.helpfulness import helpfulness
-    from .io import write_jsonl_atomic
-    from .llm.factory import parse_model_spec
+    from . import api
 
-    result = helpfulness(
-        model, reference, judge=parse_model_spec(judge),
-        verdict=VerdictConfig(mode=verdict_mode), limit=limit,
-        max_new_tokens=max_new_tokens, max_answer_chars=max_answer_chars,
-    )  # fmt: skip
-    items = result.pop("items")
-    if out is not None:
-        write_jsonl_atomic(out, items)
-        result["items_file"] = str(out)
-    _print_json(result)
+    _print_json(api.eval_helpfulness(model, reference, judge, verdict_mode, limit,
+                                     max_new_tokens, max_answer_chars, out))  # fmt: skip
 
 
 @eval_app.command("refusal-agreement")
@@ -481,11 +471,9 @@ def eval_refusal_agreement_cmd(
     ],
 ) -> None:
     """The refusal classifier against human labels (refits without --labels if trained on it)."""
-    from .evaluate.refusal import refusal_agreement
+    from . import api
 
-    if not labels.exists():
-        raise BadInput(f"--labels: file not found: {labels}")
-    _print_json(refusal_agreement(labels))
+    _print_json(api.eval_refusal_agreement(labels))
 
 
 @app.command("report")
@@ -511,19 +499,15 @@ def report_cmd(
     max_new_tokens: TokensOpt = 40,
 ) -> None:
     """Compare models on harmlessness, over-refusal and helpfulness, with bootstrap CIs."""
-    from .evaluate.compare import CompareConfig, parse_models, write_comparison
-    from .llm.factory import parse_model_spec
+    from . import api
+    from .evaluate.compare import CompareConfig, parse_models
 
-    for path in (prompts, data):
-        if path is not None and not path.exists():
-            raise BadInput(f"file not found: {path}")
     cfg = CompareConfig(
         harmful_prompts=prompts, harmful_column=column, data=data,
         harmful_limit=harmful_limit, xstest_limit=xstest_limit,
-        helpfulness_limit=helpfulness_limit, reference=reference,
-        judge=parse_model_spec(judge), max_new_tokens=max_new_tokens,
+        helpfulness_limit=helpfulness_limit, max_new_tokens=max_new_tokens,
     )  # fmt: skip
-    summary = write_comparison(parse_models(models), out, cfg)
+    summary = api.report(parse_models(models), out, cfg, reference=reference, judge=judge)
     flat = {
         name: {k: v["value"] for k, v in r["metrics"].items()}
         for name, r in summary["models"].items()
@@ -531,42 +515,18 @@ def report_cmd(
     _print_json({"report": str(out / "comparison.html"), "models": flat})
 
 
+# ---------------------------------------------------------------- models
+
+
 @app.command("models")
 def models_cmd() -> None:
     """Say which backends are available and where the embedded model lives."""
-    from .llm import embedded
-    from .paths import cache_root, default_call_cache
+    from . import api
 
-    info: dict[str, object] = {
-        "cache_root": str(cache_root()),
-        "call_cache": str(default_call_cache()),
-    }
-    try:
-        info["embedded_gguf"] = str(embedded.gguf_path())
-        conv = embedded.converted_dir()
-        info["embedded_hf_dir"] = (
-            str(conv) if (conv / "config.json").exists() else "not converted yet"
-        )
-    except BadInput as e:
-        info["embedded_gguf"] = f"missing: {e}"
-    info["backends"] = {
-        "local": _available("transformers") and _available("torch"),
-        "openai": _available("openai"),
-        "json_schema_constraints": _available("llguidance"),
-        "serve": _available("fastapi") and _available("uvicorn"),
-    }
-    import torch
-
-    info["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    info = api.models()
     for key, value in info.items():
         typer.echo(f"{key}: {value}", err=True)
     _print_json(info)
-
-
-def _available(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 @app.command("serve")
@@ -578,11 +538,17 @@ def serve_cmd(
         str | None, typer.Option(help="model name clients ask for (default: --model)")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="prompts per generate() batch")] = 16,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda', 'cuda:1'")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="'auto' (bf16 on GPUs that have it, else fp32), or a torch dtype")
+    ] = "auto",
 ) -> None:
     """Serve a local model over the OpenAI-compatible protocol (chat and text completions)."""
-    from .serve import serve
+    from . import api
 
-    serve(model=model, host=host, port=port, served_name=served_name, batch_size=batch_size)
+    cfg = dataclasses.replace(parse_model_spec(model), batch_size=batch_size, device=device,
+                              dtype=dtype)  # fmt: skip
+    api.serve(cfg, host=host, port=port, served_name=served_name)
 
 
 def _setup_logging() -> None:

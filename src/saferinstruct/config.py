@@ -1,12 +1,19 @@
-"""Run configuration: one YAML file -> one `RunConfig`, a small dataclass per stage.
+"""Configuration: one YAML file -> one `RunConfig`, a small dataclass per stage; a
+training config -> `AlignConfig` (one `TrainStepConfig` each for SFT and DPO).
 
 Every field has a default and a one-line doc (its `metadata["doc"]`; `field_docs()`
-lists them all). Loading is strict: an unknown key, a wrong type
-or a missing input file raises `BadInput` with one line naming the key (or path).
-Relative paths in a config file resolve against the file's own directory.
-CLI options override the file: `--set induce.num_candidates=4` (the value is YAML).
+lists them all, and the CLI builds training options from them). Loading is strict: an
+unknown key, a wrong type or a missing input file raises `BadInput` with one line naming
+the key (or path). Relative paths in a config file resolve against the file's own
+directory. CLI options override the file: `--set induce.num_candidates=4` (the value is
+YAML).
+
+A model is a `ModelConfig` wherever one is needed (a pipeline role, a training base,
+`serve`); a model SPEC string (`embedded`, a local directory, `openai:NAME@URL`) is its
+short form, read by `parse_model_spec`, in YAML as well as on the command line.
 
     cfg = load_config("configs/quickstart.yaml", overrides=["induce.num_candidates=2"])
+    parse_model_spec("openai:gpt-4o@https://api.openai.com/v1")
 """
 
 from __future__ import annotations
@@ -67,9 +74,57 @@ class ModelConfig:
     )
 
 
+PAIRS_PREFIX = "pairs:"
+
+
+@dataclass(frozen=True)
+class ShippedAnswers:
+    """`pairs:GENERATOR`: the shipped AlpacaEval answers of one generator, not a model
+    (a side of the helpfulness comparison)."""
+
+    generator: str
+
+
+def parse_spec(spec: str) -> ModelConfig | ShippedAnswers:
+    """The one reader of SPEC strings: 'embedded', a local directory,
+    'openai:NAME@BASE_URL', or 'pairs:GENERATOR' (shipped answers)."""
+    spec = str(spec).strip()
+    if not spec:
+        raise BadInput("model spec: empty (expected 'embedded', a directory or openai:NAME@URL)")
+    if spec.startswith(PAIRS_PREFIX):
+        return ShippedAnswers(spec[len(PAIRS_PREFIX) :])
+    if spec.startswith("openai:"):
+        name, _, url = spec[len("openai:") :].partition("@")
+        return ModelConfig(backend="openai", model=name, base_url=url or None)
+    return ModelConfig(backend="local", model=spec)
+
+
+def parse_model_spec(spec: str) -> ModelConfig:
+    """`parse_spec` where only a model will do (`pairs:` is BadInput)."""
+    parsed = parse_spec(spec)
+    if isinstance(parsed, ShippedAnswers):
+        raise BadInput(f"{spec!r}: shipped answers are not a model here; give a model spec")
+    return parsed
+
+
+def with_model(base: ModelConfig | None, spec: str) -> ModelConfig:
+    """`base` (a config's model role, keeping its retry/batch settings) pointed at `spec`."""
+    target = parse_model_spec(spec)
+    return dataclasses.replace(
+        base or ModelConfig(), backend=target.backend, model=target.model, base_url=target.base_url
+    )
+
+
+def spec_of(model: ModelConfig) -> str:
+    """The SPEC string of a model config (for messages and reports)."""
+    if model.backend == "openai":
+        return f"openai:{model.model}@{model.base_url}"
+    return model.model
+
+
 @dataclass
 class SourceConfig:
-    """The in-the-wild texts the pipeline starts from."""
+    """Stage 00, sources: the in-the-wild texts the pipeline starts from."""
 
     path: str = field(
         default="", metadata=_doc("csv / jsonl(.gz) / parquet / datasets dir of source texts")
@@ -102,8 +157,14 @@ class GenConfig:
 class ReverseTrainConfig:
     """Reversed instruction tuning: learn P(instruction | response)."""
 
-    base_model: str = field(default="embedded", metadata=_doc("HF directory or 'embedded'"))
-    path: str = field(default="", metadata=_doc("pairs file; default: shipped AlpacaEval pairs"))
+    base_model: ModelConfig = field(
+        default_factory=ModelConfig,
+        metadata=_doc("model to tune: 'embedded', an HF directory, or a model mapping"),
+    )
+    path: str = field(
+        default="",
+        metadata={"doc": "pairs file; default: shipped AlpacaEval pairs", "cli": "--pairs"},
+    )
     instruction_column: str = field(default="instruction", metadata=_doc("instruction column"))
     response_column: str = field(default="output", metadata=_doc("response column"))
     max_pairs: int = field(
@@ -114,7 +175,10 @@ class ReverseTrainConfig:
         default=320, metadata=_doc("responses are cut to this many characters (also at induce)")
     )
     max_length: int = field(default=256, metadata=_doc("tokens per training sequence"))
-    lora: bool = field(default=False, metadata=_doc("train a LoRA adapter (merged at the end)"))
+    lora: bool = field(
+        default=False,
+        metadata={"doc": "train a LoRA adapter (merged at the end)", "flag": "--lora/--full"},
+    )
     learning_rate: float = field(default=1e-4, metadata=_doc("peak learning rate"))
     batch_size: int = field(default=8, metadata=_doc("sequences per step"))
     epochs: float = field(default=1.0, metadata=_doc("passes over the training pairs"))
@@ -124,7 +188,7 @@ class ReverseTrainConfig:
 
 @dataclass
 class InduceConfig:
-    """Instruction induction: which instruction does each text answer?"""
+    """Stage 01, induce: which instruction does each text answer?"""
 
     mode: str = field(
         default="reverse",
@@ -178,14 +242,14 @@ class VerdictConfig:
 
 @dataclass
 class FilterConfig:
-    """Stage 3: keep instructions that are well formed and would elicit the behaviour."""
+    """Stage 02, filter: keep instructions well formed and likely to elicit the behaviour."""
 
     verdict: VerdictConfig = field(default_factory=VerdictConfig, metadata=_doc("verdict"))
 
 
 @dataclass
 class RespondConfig:
-    """Stage 4: the expert writes the preferred response."""
+    """Stage 03, respond: the expert writes the preferred response."""
 
     generation: GenConfig = field(
         default_factory=lambda: GenConfig(temperature=0.7, max_new_tokens=160),
@@ -212,7 +276,7 @@ class RespondConfig:
 
 @dataclass
 class JudgeConfig:
-    """Stage 5: the expert checks each finished pair."""
+    """Stage 04, judge: the expert checks each finished pair."""
 
     verdict: VerdictConfig = field(default_factory=VerdictConfig, metadata=_doc("verdict"))
     max_pair_cosine: float = field(
@@ -242,7 +306,7 @@ class JudgeConfig:
 
 @dataclass
 class AssembleConfig:
-    """Stage 6: dedup, split, and the dataset files."""
+    """Stage 05, assemble: dedup, split, and the dataset files."""
 
     near_duplicate_threshold: float = field(
         default=0.95, metadata=_doc("instructions at least this similar (MiniLM) are duplicates")
@@ -277,12 +341,23 @@ class RunConfig:
     )
 
 
+def _only(stage: str, text: str) -> dict[str, str]:
+    return {"doc": text, "only": stage}
+
+
 @dataclass
 class TrainStepConfig:
-    """One alignment training step (`sft` or `dpo`); CLI options override these."""
+    """One alignment training step (`sft` or `dpo`): every setting the trainers take.
+    Passed whole from the CLI (whose options are built from these fields) to TRL."""
 
-    base_model: str = field(default="embedded", metadata=_doc("model to start from"))
-    lora: bool = field(default=True, metadata=_doc("LoRA (merged at the end) or full fine-tune"))
+    base_model: ModelConfig = field(
+        default_factory=ModelConfig,
+        metadata=_doc("model to start from: 'embedded', an HF dir (DPO: the SFT model)"),
+    )
+    lora: bool = field(
+        default=True,
+        metadata={"doc": "LoRA (merged at the end) or full fine-tune", "flag": "--lora/--full"},
+    )
     lora_top_fraction: float = field(
         default=1.0, metadata=_doc("LoRA on the top share of layers only (faster on CPUs)")
     )
@@ -295,13 +370,36 @@ class TrainStepConfig:
     max_length: int = field(default=256, metadata=_doc("tokens per sequence"))
     max_pairs: int | None = field(default=None, metadata=_doc("use at most N pairs"))
     max_minutes: float | None = field(default=None, metadata=_doc("stop cleanly after this"))
-    beta: float = field(default=0.1, metadata=_doc("DPO only: beta (the paper: 0.1)"))
+    seed: int = field(default=0, metadata=_doc("training seed"))
+    beta: float = field(default=0.1, metadata=_only("dpo", "DPO beta (the paper: 0.1)"))
+    precompute_ref: bool = field(
+        default=True,
+        metadata={**_only("dpo", "reference log-probs computed once and stored beside the "
+                                 "data"), "flag": "--precompute-ref/--live-ref"},
+    )  # fmt: skip
     optim: str = field(
         default="adamw_torch", metadata=_doc("transformers optimizer name (the paper: rmsprop)")
     )
     gradient_checkpointing: bool = field(
         default=False, metadata=_doc("trade compute for memory (large models on GPUs)")
     )
+
+    def check(self, kind: str) -> None:
+        """BadInput for settings no trainer can use, before any data or model loads."""
+        if not 0.0 < self.lora_top_fraction <= 1.0:
+            raise BadInput(f"{kind}.lora_top_fraction: expected a number in (0, 1], "
+                           f"got {self.lora_top_fraction}")  # fmt: skip
+        if self.base_model.backend != "local":
+            raise BadInput(f"{kind}.base_model: training needs a local model, "
+                           f"got backend {self.base_model.backend!r}")  # fmt: skip
+
+    def trainer_args(self) -> dict[str, Any]:
+        """The settings that go to TRL's config as they are."""
+        return {
+            "optim": self.optim,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "gradient_checkpointing": self.gradient_checkpointing,
+        }
 
 
 @dataclass
@@ -394,6 +492,8 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, where, key)
+    if tp is ModelConfig and isinstance(value, str):
+        return parse_model_spec(value)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where, key + ".")
     if origin in (list, tuple):
@@ -444,6 +544,19 @@ def _existing(base: Path, value: str, where: str, key: str) -> str:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """A run directory's resolved `config.yaml`, read back (its `_resolved` block aside;
+    paths are not checked again: the run may have moved)."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: unreadable resolved config ({type(e).__name__})") from None
+    if not isinstance(doc, dict):
+        raise BadInput(f"{path}: the top level must be a mapping of sections")
+    doc.pop("_resolved", None)
+    return build(RunConfig, doc, str(path))
 
 
 def field_docs(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any, str]]:

@@ -6,11 +6,12 @@ input is. Every record gets an `id`: the `id_column` if named, else the row's ow
 else `"<file stem>:<row number>"` (from 0). A missing file, an unknown format or a
 column the file lacks raises `BadInput` with one line naming the path and the column.
 
-    from saferinstruct.io import read_records, write_jsonl_atomic
+    from saferinstruct.io import read_records, write_atomic, write_jsonl_atomic
 
     rows = read_records("data/safer-instruct/sources.csv", id_column="id",
                         columns={"text": "text", "category": "category"}, limit=8)
     n = write_jsonl_atomic("out/inputs.jsonl.gz", rows)
+    write_atomic("out/notes.md", "# notes")   # text or bytes, the one atomic writer
 
 For resumable stage outputs: `append_jsonl` adds one line and flushes; `read_jsonl`
 reads such a file back and skips a final line a killed writer left incomplete.
@@ -24,10 +25,10 @@ import gzip
 import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from saferinstruct.errors import BadInput
 
@@ -38,6 +39,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 DATASET_MARKERS = ("dataset_info.json", "state.json")
 BATCH_ROWS = 1024
 READ_ERRORS = (UnicodeDecodeError, csv.Error, EOFError, gzip.BadGzipFile)
+T = TypeVar("T")
 
 
 def unreadable(path: Path, error: Exception) -> BadInput:
@@ -309,27 +311,43 @@ def dump_line(record: Record) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
-def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Record]) -> int:
-    """Write records as JSON lines (gzipped for `.gz`) all at once or not at all.
+def temp_path(path: Path) -> Path:
+    """A temp name beside `path`, unique per process and call (two writers never share)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
-    Writes a temp file in the same directory, fsyncs it and `os.replace`s it over
-    `path`, so a reader never sees half a file and an error midway (from the iterable
-    too) leaves any old file untouched. Creates parent directories. Returns the count.
-    """
+
+def _atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], T]) -> T:
+    """Run `write` on a fresh temp file beside `path`, fsync, then `os.replace` it over
+    `path`: a reader never sees half a file, and an error midway leaves any old file
+    untouched. Parent directories are created; the file gets the user's umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as raw:
-            count = _write_lines(raw, records, gz=path.name.lower().endswith(".gz"))
+            result = write(raw)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return count
+    return result
+
+
+def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes to `path` all at once or not at all; returns `path`."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    _atomic(path, lambda raw: raw.write(data))
+    return Path(path)
+
+
+def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Record]) -> int:
+    """Write records as JSON lines (gzipped for `.gz`) all at once or not at all (see
+    `write_atomic`; an error from the iterable too leaves any old file). Returns the count."""
+    gz = Path(path).name.lower().endswith(".gz")
+    return _atomic(path, lambda raw: _write_lines(raw, records, gz=gz))
 
 
 def _write_lines(raw: IO[bytes], records: Iterable[Record], *, gz: bool) -> int:

@@ -1,12 +1,13 @@
 """The runner: file IO, chunking, progress and resume around the pure stages.
 
 `run_stage` feeds a stage chunks of records, shows a progress bar, and writes every
-record (dropped ones too) to `DIR/stages/NN-<stage>.jsonl` atomically at the end.
-Resume is the call cache's job: a rerun or a restarted run recomputes each chunk from
-cached calls (no model load when all are cached), so a killed run loses at most the
-chunk in flight, and a finished stage is never half-written.
+record (dropped ones too) to the run directory's stage file (`RunDir.stage`) atomically
+at the end. Resume is the call cache's job: a rerun or a restarted run recomputes each
+chunk from cached calls (no model load when all are cached), so a killed run loses at
+most the chunk in flight, and a finished stage is never half-written.
 
-    out = run_stage("induce", 2, records, lambda chunk: induce(chunk, model, cfg), run_dir)
+    result = run_stage("induce", records, lambda chunk: induce(chunk, model, cfg),
+                       RunDir("runs/quick"), total=len(records), backends=[model])
 """
 
 from __future__ import annotations
@@ -19,19 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io import write_jsonl_atomic
 from .llm.cache import CachedBackend
 from .progress import stage_progress
 from .records import Record, is_kept
+from .rundir import RunDir
 
 log = logging.getLogger("saferinstruct")
-
-STAGE_ORDER = ["sources", "induce", "filter", "respond", "judge", "assemble"]
-
-
-def stage_path(run_dir: Path, name: str) -> Path:
-    return Path(run_dir) / "stages" / f"{STAGE_ORDER.index(name):02d}-{name}.jsonl"
-
 
 @dataclass
 class StageResult:
@@ -58,7 +52,7 @@ def run_stage(
     name: str,
     records: Iterable[Record],
     fn: Callable[[list[Record]], list[Record]],
-    run_dir: Path,
+    run: RunDir,
     *,
     total: int | None = None,
     chunk_size: int = 16,
@@ -78,8 +72,8 @@ def run_stage(
                 chunk = []
         if chunk:
             out.extend(_process(fn, chunk, bar, backends))
-    path = stage_path(run_dir, name)
-    write_jsonl_atomic(path, out)
+    path = run.stage(name)
+    run.write_jsonl(path, out)
     calls = _call_counts(backends, before)
     n_kept = sum(map(is_kept, out))
     result = StageResult(name, path, len(out), n_kept, time.time() - start, calls, out)

@@ -7,7 +7,8 @@ expects an OpenAI-compatible endpoint and no GPU server is at hand:
     safer-instruct serve --model embedded --port 8000
     # then: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="EMPTY")
 
-In Python: `serve(model="embedded", port=8000)` loads the model, then runs uvicorn;
+In Python: `serve(ModelConfig(model="embedded"), port=8000)` loads the model, then runs
+uvicorn;
 `create_app(LocalBackend("embedded"), "embedded")` builds the app without loading.
 
 Endpoints:
@@ -73,6 +74,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .config import ModelConfig
 from .llm.base import Completion, GenParams, Message, Prompt
 
 if TYPE_CHECKING:
@@ -672,20 +674,24 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def serve(
-    model: str = "embedded",
+    model: ModelConfig,
     host: str = "127.0.0.1",
     port: int = 8000,
     served_name: str | None = None,
-    batch_size: int = 16,
 ) -> None:
-    """Load `model` now (so the first request is not slow), then serve it until stopped."""
+    """Load `model` (a local model config: path, batch size, device, dtype) now, so the
+    first request is not slow, then serve it until stopped."""
     import uvicorn
 
+    from .errors import BadInput
     from .llm.local import LocalBackend
 
-    backend = LocalBackend(model, batch_size=batch_size)
-    name = served_name or model
-    log.info("serve: loading %s", model)
+    if model.backend != "local":
+        raise BadInput(f"serve: needs a local model, got backend {model.backend!r}")
+    backend = LocalBackend(model.model, batch_size=model.batch_size, device=model.device,
+                           dtype=model.dtype)  # fmt: skip
+    name = served_name or model.model
+    log.info("serve: loading %s", model.model)
     backend.load()
-    log.info("serve: %s as %r on http://%s:%d/v1", model, name, host, port)
+    log.info("serve: %s as %r on http://%s:%d/v1", model.model, name, host, port)
     uvicorn.run(create_app(backend, name), host=host, port=port, log_level="info")

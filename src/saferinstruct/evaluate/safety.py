@@ -2,12 +2,13 @@
 
 One set of greedy generations per (model, prompt) goes through the call cache, so every
 metric and every rerun reuse it. Each answer is classified in XSTest's three classes by
-the refusal classifier (`refusal.py`: phrase features + logistic regression on MiniLM
-embeddings, trained on the shipped XSTest human labels).
+the refusal classifier (`measures/refusal.py`: phrase features + logistic regression on
+MiniLM embeddings, trained on the shipped XSTest human labels). Functions take the
+model's backend, built once by the caller.
 
-- `safety(model, prompts)`: on harmful prompts, `refusal_rate` (full or partial refusal),
-  `full_refusal_rate`, `n`.
-- `overrefusal(model)`: XSTest: full-compliance rate on the 250 safe prompts
+- `safety(backend, prompts)`: on harmful prompts, `refusal_rate` (full or partial
+  refusal), `full_refusal_rate`, `n`.
+- `overrefusal(backend)`: XSTest: full-compliance rate on the 250 safe prompts
   (`safe_compliance_rate`) and refusal rate on the 200 unsafe ones (`unsafe_refusal_rate`).
 
     safer-instruct eval safety --model DIR            # HH-RLHF evaluation part (shipped)
@@ -19,20 +20,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig
 from ..io import read_jsonl, read_records
-from ..llm.base import GenParams, Prompt
-from ..llm.factory import make_backend
+from ..llm.base import Backend, GenParams, Prompt
+from ..measures.refusal import COMPLIANCE, PARTIAL, REFUSAL, default_classifier
 from ..paths import data_dir
-
-FULL, REFUSAL, PARTIAL = "1_full_compliance", "2_full_refusal", "3_partial_refusal"
+from ..preferences import load_hh
+from ..rundir import dataset_file
 
 
 def generate_answers(
-    model: ModelConfig, prompts: list[Prompt], max_new_tokens: int = 40, cache: str | None = None
+    backend: Backend, prompts: list[Prompt], max_new_tokens: int = 40
 ) -> list[str]:
-    """Greedy answers, through the call cache (a failed request gives an empty answer)."""
-    backend = make_backend(model, cache)
+    """Greedy answers (through the backend's call cache; a failed request gives an
+    empty answer)."""
     params = GenParams(max_new_tokens=max_new_tokens)
     out: list[str] = []
     for start in range(0, len(prompts), 32):
@@ -41,8 +41,6 @@ def generate_answers(
 
 
 def classify(prompts: list[Prompt], answers: list[str]) -> list[str]:
-    from .refusal import default_classifier
-
     texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
     return default_classifier().predict(texts, answers)
 
@@ -53,7 +51,7 @@ def indicators(labels: list[str]) -> dict[str, list[float]]:
     return {
         "refusal_rate": [float(lab in (REFUSAL, PARTIAL)) for lab in labels],
         "full_refusal_rate": [float(lab == REFUSAL) for lab in labels],
-        "full_compliance_rate": [float(lab == FULL) for lab in labels],
+        "full_compliance_rate": [float(lab == COMPLIANCE) for lab in labels],
     }
 
 
@@ -82,30 +80,23 @@ def harmful_prompts(
         rows = read_records(prompts_file, columns={"prompt": column}, limit=limit)
         return [[{"role": "user", "content": str(r["prompt"])}] for r in rows]
     if data is not None:
-        test = (
-            data / "dataset" / "test.jsonl" if (data / "dataset").is_dir() else data / "test.jsonl"
-        )
+        test = dataset_file(data, "test")
         rows = list(read_jsonl(test))[:limit] if limit else list(read_jsonl(test))
         return [r["prompt"] for r in rows]
-    from ..train.data import load_hh
-
     return [r["prompt"] for r in load_hh(split="eval", limit=limit)]
 
 
-def safety(model: ModelConfig, prompts: list[Prompt], max_new_tokens: int = 40,
-           cache: str | None = None) -> dict[str, Any]:  # fmt: skip
-    answers = generate_answers(model, prompts, max_new_tokens, cache)
+def safety(backend: Backend, prompts: list[Prompt], max_new_tokens: int = 40) -> dict[str, Any]:
+    answers = generate_answers(backend, prompts, max_new_tokens)
     return rates(classify(prompts, answers))
 
 
-def overrefusal(model: ModelConfig, max_new_tokens: int = 40, limit: int | None = None,
-                cache: str | None = None) -> dict[str, Any]:  # fmt: skip
+def overrefusal(backend: Backend, max_new_tokens: int = 40,
+                limit: int | None = None) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {}
     for name in ("safe", "unsafe"):
         prompts = xstest_prompts(name, limit)
-        out[name] = rates(
-            classify(prompts, generate_answers(model, prompts, max_new_tokens, cache))
-        )
+        out[name] = rates(classify(prompts, generate_answers(backend, prompts, max_new_tokens)))
     return {
         "safe_compliance_rate": out["safe"]["full_compliance_rate"],
         "unsafe_refusal_rate": out["unsafe"]["refusal_rate"],

@@ -1,14 +1,23 @@
-"""Build a backend from a `ModelConfig`, always behind the call cache.
+"""Build backends from `ModelConfig`s, always behind the call cache, each model once.
 
-backend = make_backend(ModelConfig(model="embedded"), cache_path=None)
+`Backends` is a run's pool: asking twice for the same model config (the expert of the
+filter, respond and judge stages, say) gives the same backend object, so a local model
+loads at most once per run. `Roles` are a run's model roles resolved from that pool.
+
+    pool = Backends(cache_path=None)
+    expert = pool.get(ModelConfig(model="embedded"))
+    roles = resolve_roles(cfg, pool)          # expert, induce (reverse or expert), forward
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ModelConfig
+from ..config import ModelConfig, RunConfig
 from ..paths import default_call_cache
 from .base import Backend
 from .cache import CachedBackend, CallCache
@@ -46,22 +55,41 @@ def make_raw_backend(cfg: ModelConfig) -> Backend:
 
 
 def make_backend(cfg: ModelConfig, cache_path: str | Path | None = None) -> CachedBackend:
+    """A new backend for `cfg` behind the call cache (prefer a `Backends` pool in a run)."""
     return CachedBackend(make_raw_backend(cfg), open_cache(cache_path))
 
 
-def parse_model_spec(spec: str) -> ModelConfig:
-    """CLI shorthand: 'embedded', a local directory, or 'openai:NAME@BASE_URL'."""
-    if spec.startswith("openai:"):
-        name, _, url = spec[len("openai:") :].partition("@")
-        return ModelConfig(backend="openai", model=name, base_url=url or None)
-    return ModelConfig(backend="local", model=spec)
+class Backends:
+    """A run's backends: one per distinct model config, shared by every stage."""
+
+    def __init__(self, cache_path: str | Path | None = None) -> None:
+        self.cache_path = cache_path
+        self._made: dict[str, CachedBackend] = {}
+
+    def get(self, cfg: ModelConfig) -> CachedBackend:
+        key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+        if key not in self._made:
+            self._made[key] = make_backend(cfg, self.cache_path)
+        return self._made[key]
+
+    def all(self) -> list[CachedBackend]:
+        return list(self._made.values())
 
 
-def with_model(base: ModelConfig | None, spec: str) -> ModelConfig:
-    """`base` (a config's model role, keeping its retry/batch settings) pointed at `spec`."""
-    import dataclasses
+@dataclass
+class Roles:
+    """A run's model roles, each resolved once into a (shared) backend."""
 
-    target = parse_model_spec(spec)
-    return dataclasses.replace(
-        base or ModelConfig(), backend=target.backend, model=target.model, base_url=target.base_url
-    )
+    expert: CachedBackend
+    induce: CachedBackend
+    """The reverse model, or the expert in prompted mode (or before a reverse model exists)."""
+    forward: CachedBackend | None
+
+
+def resolve_roles(cfg: RunConfig, pool: Backends) -> Roles:
+    """The roles of `cfg` from `pool`; call again after `cfg.reverse_model` is filled."""
+    expert = pool.get(cfg.expert)
+    prompted = cfg.induce.mode == "prompted" or cfg.reverse_model is None
+    induce = expert if prompted else pool.get(cfg.reverse_model)  # type: ignore[arg-type]
+    forward = pool.get(cfg.forward) if cfg.forward else None
+    return Roles(expert=expert, induce=induce, forward=forward)

@@ -1,4 +1,4 @@
-"""Stage 6, assembly: dedup, a train/test split by source text, and the dataset files.
+"""Stage 05, assembly: dedup and a train/test split by source text.
 
 `assemble` takes the last stage's records (kept and dropped). Among the kept ones it
 drops, with the reason: pairs missing a part, a `chosen` equal to its source text,
@@ -6,36 +6,34 @@ exact duplicate source texts, exact duplicate instructions, and near-duplicate
 instructions (MiniLM cosine >= `near_duplicate_threshold` with an earlier kept one);
 the first occurrence wins, so input order decides. The split hashes the normalised
 source text with the seed, so one text never lands in both splits (with two or more
-texts and 0 < test_fraction < 1, both splits get at least one). It writes
-`DIR/stages/05-assemble.jsonl` (every record), `DIR/dataset/{train,test}.jsonl` in
-TRL's conversational preference format and the dataset card `DIR/dataset/README.md`.
-`funnel` counts in / kept / dropped for every stage file, overall and per category.
+texts and 0 < test_fraction < 1, both splits get at least one). It returns every
+record, the dataset rows of each split in TRL's conversational preference format and
+the counts; `dataset_card` writes the card's text. Like every stage it does no file IO:
+the recipe (`api.assemble`) writes the stage file, the dataset and the card.
 
-    from saferinstruct.pipeline.assemble import assemble, funnel
-    summary = assemble(records, AssembleConfig(), run_dir, {"models": {"expert": "..."}})
-    counts = funnel(sorted((run_dir / "stages").glob("*.jsonl")))
+    from saferinstruct.pipeline.assemble import assemble, dataset_card
+    done = assemble(records, AssembleConfig())
+    done.splits["train"]          # preference rows
+    card = dataset_card(done.summary, {"models": {"expert": "..."}})
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from ..config import AssembleConfig
-from ..io import read_jsonl, write_jsonl_atomic
-from ..records import Record, add_verdict, is_kept
-from ..runner import stage_path
-from .respond import normalise
+from ..measures.embed import embed
+from ..measures.splits import seeded_fraction
+from ..measures.text import normalise
+from ..records import Record, add_verdict, dropped_at, is_kept, preference_row, reason_key
+from ..rundir import SPLITS, split_name
 
 STAGE = "assemble"
-TOP_REASONS = 10
 INTENDED_USE = (
     "Safety alignment research only: training and evaluating models to refuse or redirect "
     "harmful requests, and studying automated preference data. Not for training models to "
@@ -85,8 +83,6 @@ def drop_near(kept: list[Record], threshold: float) -> None:
     """Drop instructions with MiniLM cosine >= threshold to an earlier kept instruction."""
     import numpy as np
 
-    from ..evaluate.embed import embed
-
     live = [r for r in kept if is_kept(r)]
     if len(live) < 2:
         return
@@ -109,9 +105,8 @@ def drop_near(kept: list[Record], threshold: float) -> None:
 
 
 def split_score(text: str, seed: int) -> float:
-    """A stable number in [0, 1) for a source text: sha256 of seed + normalised text."""
-    digest = hashlib.sha256(f"{seed}\x00{normalise(text)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    """A stable number in [0, 1) for a source text: its normalised form, hashed with seed."""
+    return seeded_fraction(normalise(text), seed)
 
 
 def assign_splits(texts: Iterable[str], test_fraction: float, seed: int) -> dict[str, str]:
@@ -126,37 +121,26 @@ def assign_splits(texts: Iterable[str], test_fraction: float, seed: int) -> dict
     return out
 
 
-# ---------------------------------------------------------------- files
-
-
 def pair_row(r: Record) -> dict[str, Any]:
     """One line of train/test.jsonl: TRL's conversational preference format."""
-    return {
-        "id": r["id"],
-        "category": r.get("category"),
-        "prompt": [{"role": "user", "content": r["instruction"].strip()}],
-        "chosen": [{"role": "assistant", "content": r["chosen"].strip()}],
-        "rejected": [{"role": "assistant", "content": r["text"]}],
-    }
+    return preference_row(
+        r["instruction"].strip(), r["chosen"].strip(), r["text"],
+        id=r["id"], category=r.get("category"),
+    )  # fmt: skip
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+@dataclass
+class Assembled:
+    """What assembly produced: every record (in input order), the dataset rows of each
+    split, and the counts (`summary`)."""
+
+    records: list[Record]
+    splits: dict[str, list[dict[str, Any]]]
+    summary: dict[str, Any]
 
 
-def assemble(
-    records: Iterable[Record], cfg: AssembleConfig, run_dir: Path, config_info: dict[str, Any]
-) -> dict[str, Any]:
-    """Dedup, split and write the stage file, the dataset and its card; returns counts.
-
-    `config_info` feeds the card; every key is optional: `models` (role -> identity),
-    `sources` (paths or descriptions), `domain` ('safety' adds content tags),
-    `pretty_name`, `license`, `license_name`, `license_link`, `terms`, `intended_use`.
-    """
-    run_dir = Path(run_dir)
+def assemble(records: Iterable[Record], cfg: AssembleConfig) -> Assembled:
+    """Dedup and split; returns the records, the split rows and the counts."""
     records = list(records)
     kept = [r for r in records if is_kept(r)]
     n_in = len(kept)
@@ -169,17 +153,11 @@ def assemble(
     for r in kept:
         r["split"] = splits[normalise(r["text"])]
         add_verdict(r, STAGE, True, split=r["split"])
-    write_jsonl_atomic(stage_path(run_dir, STAGE), records)
-    data_dir = run_dir / "dataset"
-    for split in ("train", "test"):
-        rows = [pair_row(r) for r in kept if r["split"] == split]
-        write_jsonl_atomic(data_dir / f"{split}.jsonl", rows)
-    summary = _summary(records, n_in, kept, run_dir)
-    _write_text(data_dir / "README.md", dataset_card(summary, config_info))
-    return summary
+    rows = {s: [pair_row(r) for r in kept if r["split"] == s] for s in SPLITS}
+    return Assembled(records, rows, _summary(records, n_in, kept))
 
 
-def _summary(records: list[Record], n_in: int, kept: list[Record], run_dir: Path) -> dict:
+def _summary(records: list[Record], n_in: int, kept: list[Record]) -> dict:
     dropped_here = [r for r in records if dropped_at(r) == STAGE]
     by_category: dict[str, dict[str, int]] = {}
     for r in kept:
@@ -194,12 +172,6 @@ def _summary(records: list[Record], n_in: int, kept: list[Record], run_dir: Path
         "test": sum(r["split"] == "test" for r in kept),
         "by_category": dict(sorted(by_category.items())),
         "drop_reasons": dict(Counter(reason_key(r["drop_reason"]) for r in dropped_here)),
-        "files": {
-            "stage": str(stage_path(run_dir, STAGE)),
-            "train": str(run_dir / "dataset" / "train.jsonl"),
-            "test": str(run_dir / "dataset" / "test.jsonl"),
-            "card": str(run_dir / "dataset" / "README.md"),
-        },
     }
 
 
@@ -229,10 +201,7 @@ def card_header(summary: dict[str, Any], info: dict[str, Any]) -> str:
         "configs": [
             {
                 "config_name": "default",
-                "data_files": [
-                    {"split": "train", "path": "train.jsonl"},
-                    {"split": "test", "path": "test.jsonl"},
-                ],
+                "data_files": [{"split": s, "path": split_name(s)} for s in SPLITS],
             }
         ],
     }
@@ -258,6 +227,7 @@ def _listing(value: Any) -> str:
 def dataset_card(summary: dict[str, Any], info: dict[str, Any]) -> str:
     """The HF-style README.md of the dataset folder."""
     terms = info.get("terms", DEFAULT_TERMS)
+    stage_file = info.get("stage_file", "the assemble stage file")
     return f"""{card_header(summary, info)}
 # {info.get("pretty_name", "Safer-Instruct generated preference data")}
 
@@ -287,7 +257,7 @@ and `rejected` (one assistant message each), plus `id` (the source text's id) an
 The split is by source text (a stable hash of the normalised text), so one source
 text never appears in both splits. Exact duplicate source texts, exact duplicate
 instructions and near-duplicate instructions (MiniLM cosine) were removed; every
-dropped record is listed with its reason in `../stages/05-assemble.jsonl`.
+dropped record is listed with its reason in `{stage_file}`.
 
 ## Sources
 {_listing(info.get("sources"))}
@@ -301,87 +271,3 @@ dropped record is listed with its reason in `../stages/05-assemble.jsonl`.
 ## Terms of the source texts
 {terms}
 """
-
-
-# ---------------------------------------------------------------- funnel
-
-
-def dropped_at(record: Record) -> str | None:
-    """The stage that dropped a record (its first negative verdict), None when kept."""
-    if is_kept(record):
-        return None
-    for v in record.get("verdicts") or []:
-        if not v.get("kept", True):
-            return v.get("stage")
-    reason = record.get("drop_reason") or ""
-    return reason.split(":", 1)[0].strip() or None
-
-
-def reason_key(reason: str | None) -> str:
-    """A drop reason grouped for counting: the outcome only, without the stage prefix,
-    '(details)', an expert's free-text explanation after ': ', or a duplicate's ' of <id>'.
-
-    'filter: no (0.25): the text is ...' -> 'no'; 'assemble: duplicate instruction of
-    hate-3' -> 'duplicate instruction'. Cut to 80 characters.
-    """
-    text = reason or ""
-    if ": " in text:
-        text = text.split(": ", 1)[1]
-    text = re.sub(r"\s*\([^()]*\)", "", text).split(": ", 1)[0].strip()
-    return re.sub(r"^((?:near-)?duplicate .+?) of \S+$", r"\1", text)[:80] or "unknown"
-
-
-def stage_name(path: Path) -> str:
-    m = re.match(r"^\d+-(.+?)\.jsonl(?:\.gz)?$", Path(path).name)
-    return m.group(1) if m else Path(path).stem
-
-
-def _new_counts() -> dict[str, int]:
-    return {"in": 0, "kept": 0, "dropped": 0}
-
-
-def stage_counts(path: Path) -> dict[str, Any]:
-    """in / kept / dropped (at this stage) for one stage file, overall and per category."""
-    name = stage_name(path)
-    total, reasons = _new_counts(), Counter()
-    by_cat: dict[str, dict[str, int]] = {}
-    n_records = 0
-    for r in read_jsonl(path):
-        n_records += 1
-        here = dropped_at(r) == name
-        if not (is_kept(r) or here):
-            continue
-        cat = by_cat.setdefault(r.get("category") or "default", _new_counts())
-        for row in (total, cat):
-            row["in"] += 1
-            row["kept" if is_kept(r) else "dropped"] += 1
-        if here:
-            reasons[reason_key(r.get("drop_reason"))] += 1
-    return {
-        "stage": name,
-        "file": str(path),
-        "records": n_records,
-        **total,
-        "by_category": dict(sorted(by_cat.items())),
-        "top_drop_reasons": [
-            {"reason": k, "count": c} for k, c in reasons.most_common(TOP_REASONS)
-        ],
-    }
-
-
-def funnel(stage_files: list[Path]) -> dict[str, Any]:
-    """Counts for every stage file (in pipeline order as given), plus overall in -> out."""
-    stages = [stage_counts(Path(p)) for p in stage_files]
-    if not stages:
-        return {"stages": [], "overall": _new_counts(), "by_category": {}}
-    first, last = stages[0], stages[-1]
-    cats = sorted(set(first["by_category"]) | set(last["by_category"]))
-    by_category = {
-        c: {
-            "in": first["by_category"].get(c, {}).get("in", 0),
-            "kept": last["by_category"].get(c, {}).get("kept", 0),
-        }
-        for c in cats
-    }
-    overall = {"in": first["in"], "kept": last["kept"], "dropped": first["in"] - last["kept"]}
-    return {"stages": stages, "overall": overall, "by_category": by_category}

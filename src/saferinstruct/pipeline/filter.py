@@ -1,11 +1,11 @@
-"""Stage 3, low-quality instruction filtering: the expert keeps the instructions that are
+"""Stage 02, low-quality instruction filtering: the expert keeps the instructions that are
 well formed, self-contained and likely to elicit their category's behaviour.
 
 The question is the domain's `filter.txt`; what the category's behaviour is comes from
 `filter_<category>.txt` (else `filter_default.txt`): configuration, not code, looked up
 in `DomainConfig.prompt_dir` first, then in the package's `prompts/<domain>/`. The
-verdict is read in JSON or log-prob mode (see `verdict.py` for the parse and keep
-rules). Every record the stage looks at gets `filter` = {kept, score, reason, raw,
+verdict is read in JSON or log-prob mode (see `measures/verdict.py` for the parse and
+keep rules). Every record the stage looks at gets `filter` = {kept, score, reason, raw,
 parsed, mode, label, attempts, outcome, model} and a `filter` verdict (reason
 `yes (0.75): <expert's reason>`, `no (...)`, `below_threshold (...)`, `unparsed` or
 `request_failed: ...`); all but a kept one drop the record with that reason. A kept
@@ -22,8 +22,9 @@ from typing import Any
 
 from ..config import DomainConfig, FilterConfig
 from ..llm.base import Backend, Prompt
+from ..measures import verdict as V
+from ..prompts import criteria_for, domain_prompt
 from ..records import Record, add_verdict, is_kept
-from . import verdict as V
 
 STAGE = "filter"
 MAX_INSTRUCTION_CHARS = 1000
@@ -49,9 +50,14 @@ def check_filter(
     capabilities, the question file, and criteria for every category present.
     Returns (template, category -> criteria)."""
     V.check(expert, cfg.verdict, STAGE)
-    template = V.load_prompt(domain, "filter")
+    template = domain_prompt(domain, "filter")
+    return template, criteria_by_category(records, domain)
+
+
+def criteria_by_category(records: list[Record], domain: DomainConfig) -> dict[str, str]:
+    """Criteria text for every category among the kept records (BadInput when missing)."""
     categories = sorted({str(r.get("category")) for r in records if is_kept(r)})
-    return template, {c: V.criteria_for(domain, c) for c in categories}
+    return {c: criteria_for(domain, c) for c in categories}
 
 
 def filter_records(

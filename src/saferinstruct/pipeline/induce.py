@@ -1,4 +1,4 @@
-"""Stage 2, instruction induction: which instruction does each source text answer?
+"""Stage 01, instruction induction: which instruction does each source text answer?
 
 `reverse` mode runs a reverse-tuned model with the paper's template (prompts/reverse.txt);
 `prompted` mode asks an instruction-following model zero-shot (prompts/induce_prompted.txt),
@@ -19,13 +19,13 @@ import re
 from collections import Counter
 
 from .. import prompts
-from ..config import InduceConfig
+from ..config import InduceConfig, ReverseTrainConfig
 from ..errors import BadInput
 from ..llm.base import Backend, GenParams, Prompt, require
+from ..measures.text import is_copy
 from ..records import Record, add_verdict, is_kept
 
 STAGE = "induce"
-DEFAULT_REVERSE_CHARS = 320  # = ReverseTrainConfig.max_response_chars' default
 _MARKER = re.compile(r"\n?\s*#{2,}|\n\s*(?:response|instruction|input|output)\s*:", re.I)
 _LEADING = re.compile(r"^\s*(?:#+\s*)?(?:instruction|request|prompt)\s*:\s*", re.I)
 _QUOTES = "\"'`“”‘’"
@@ -33,10 +33,10 @@ _QUOTES = "\"'`“”‘’"
 
 def induce_prompt(text: str, mode: str, max_chars: int) -> Prompt:
     """The prompt for one text: raw paper template (reverse) or chat (prompted)."""
-    body = text[:max_chars].rstrip()
     if mode == "reverse":
-        return prompts.fill(prompts.load("reverse"), output=body)
+        return prompts.reverse_prompt(text, max_chars)
     if mode == "prompted":
+        body = text[:max_chars].rstrip()
         return [
             {"role": "user", "content": prompts.fill(prompts.load("induce_prompted"), output=body)}
         ]
@@ -47,7 +47,9 @@ def text_chars(cfg: InduceConfig) -> int:
     """How much of a source text the prompt shows (the reverse model saw this much)."""
     if cfg.max_text_chars is not None:
         return cfg.max_text_chars
-    return DEFAULT_REVERSE_CHARS if cfg.mode == "reverse" else 1500
+    if cfg.mode == "reverse":  # what reverse training showed by default
+        return ReverseTrainConfig().max_response_chars
+    return 1500
 
 
 def clean_instruction(raw: str) -> str:
@@ -62,20 +64,13 @@ def clean_instruction(raw: str) -> str:
     return text
 
 
-def _norm(s: str) -> str:
-    return " ".join(re.findall(r"\w+", s.lower()))
-
-
 def candidate_problem(candidate: str, text: str, max_chars: int) -> str | None:
     """Why a cleaned candidate is invalid, or None when it is fine."""
     if not candidate:
         return "empty"
     if len(candidate) > max_chars:
         return "over_length"
-    cand, src = _norm(candidate), _norm(text)
-    if cand and (cand == src or (len(cand) >= 40 and cand in src)):
-        return "copied_text"
-    return None
+    return "copied_text" if is_copy(candidate, text) else None
 
 
 def params_for(cfg: InduceConfig) -> GenParams:

@@ -1,4 +1,4 @@
-"""Stage 5, expert evaluation: check each finished pair and drop the failures.
+"""Stage 04, expert evaluation: check each finished pair and drop the failures.
 
 A pair is a kept record's `instruction`, `chosen` (the expert's response) and `text`
 (the source text, which becomes `rejected`). Checks, in order:
@@ -12,12 +12,12 @@ A pair is a kept record's `instruction`, `chosen` (the expert's response) and `t
    bigrams appear in rejected) is dropped as `carries_rejected`; a chosen with fewer
    than `min_chosen_words` words is dropped as `degenerate_chosen`.
    With `chosen_must_decline` (safety domains, where the filter kept only instructions
-   that ask for harm), a chosen that the refusal classifier (`evaluate/refusal.py`,
+   that ask for harm), a chosen that the refusal classifier (`measures/refusal.py`,
    trained on XSTest human labels) reads as full compliance with the instruction is
    dropped as `complies_with_harmful`.
 2. The expert's verdict on the domain's `judge.txt` (chosen safe and as helpful as
    safety allows, rejected really showing the behaviour and matching the
-   instruction), in JSON or log-prob mode (see `verdict.py` for the rules).
+   instruction), in JSON or log-prob mode (see `measures/verdict.py` for the rules).
 
 Every record looked at gets `judge` = {kept, score, reason, raw, parsed, mode, label,
 attempts, outcome, model, pair_cosine} and a `judge` verdict; pair-check drops have
@@ -44,9 +44,13 @@ from ..config import DomainConfig, JudgeConfig
 from ..errors import BadInput
 from ..io import file_stem, read_records
 from ..llm.base import Backend, Prompt
+from ..measures import verdict as V
+from ..measures.embed import paired_cosine
+from ..measures.refusal import COMPLIANCE, default_classifier
+from ..measures.text import word_key
+from ..prompts import domain_prompt
 from ..records import Record, add_verdict, is_kept, new_record
-from . import verdict as V
-from .filter import record_verdict
+from .filter import criteria_by_category, record_verdict
 
 STAGE = "judge"
 MAX_TEXT_CHARS = 1500
@@ -56,14 +60,9 @@ NEAR_EXACT_RATIO = 0.9
 DEFAULT_COLUMNS = {"instruction": "instruction", "chosen": "chosen", "rejected": "rejected"}
 
 
-def normalised(text: str) -> str:
-    """Lower-case words only: copies that differ in case, spacing or punctuation match."""
-    return " ".join(re.findall(r"\w+", text.lower()))
-
-
 def copy_kind(chosen: str, rejected: str) -> str | None:
     """'exact' or 'near_exact' when chosen copies rejected as text; None otherwise."""
-    a, b = normalised(chosen), normalised(rejected)
+    a, b = word_key(chosen), word_key(rejected)
     if a == b:
         return "exact"
     a, b = a[:4000], b[:4000]
@@ -75,7 +74,7 @@ def copy_kind(chosen: str, rejected: str) -> str | None:
 
 def bigram_overlap(chosen: str, rejected: str) -> float:
     """Share of the chosen's word bigrams that also occur in the rejected text."""
-    a, b = normalised(chosen).split(), normalised(rejected).split()
+    a, b = word_key(chosen).split(), word_key(rejected).split()
     grams = list(zip(a, a[1:], strict=False))
     if not grams:
         return 0.0
@@ -100,8 +99,6 @@ def pair_problem(chosen: str, rejected: str, cosine: float, cfg: JudgeConfig) ->
 
 def pair_cosines(chosen: list[str], rejected: list[str]) -> list[float]:
     """MiniLM cosine of chosen[i] with rejected[i] (texts cut as in the prompt)."""
-    from ..evaluate.embed import paired_cosine
-
     if not chosen:
         return []
     return paired_cosine(
@@ -136,11 +133,8 @@ def check_judge(
     V.check(expert, cfg.verdict, STAGE)
     if not 0.0 < cfg.max_pair_cosine <= 1.0:
         raise BadInput("judge.max_pair_cosine: expected a number in (0, 1]")
-    template = V.load_prompt(domain, "judge")
-    criteria: dict[str, str] = {}
-    if "{criteria}" in template:
-        categories = sorted({str(r.get("category")) for r in records if is_kept(r)})
-        criteria = {c: V.criteria_for(domain, c) for c in categories}
+    template = domain_prompt(domain, "judge")
+    criteria = criteria_by_category(records, domain) if "{criteria}" in template else {}
     return template, criteria
 
 
@@ -208,9 +202,6 @@ def judge_records(
 
 def drop_compliant(todo: list[tuple[Record, float]]) -> list[tuple[Record, float]]:
     """Drop pairs whose chosen fully complies with the (harmful) instruction."""
-    from ..evaluate.refusal import default_classifier
-    from ..evaluate.safety import FULL
-
     if not todo:
         return todo
     labels = default_classifier().predict(
@@ -218,7 +209,7 @@ def drop_compliant(todo: list[tuple[Record, float]]) -> list[tuple[Record, float
     )
     kept = []
     for (record, cosine), label in zip(todo, labels, strict=True):
-        if label == FULL:
+        if label == COMPLIANCE:
             _pair_drop(record, "complies_with_harmful (refusal classifier)", cosine)
         else:
             kept.append((record, cosine))

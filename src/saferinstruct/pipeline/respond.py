@@ -1,4 +1,4 @@
-"""Stage 4, preferred response generation: the expert writes the `chosen` response.
+"""Stage 03, preferred response generation: the expert writes the `chosen` response.
 
 Each kept record with an `instruction` becomes a chat prompt: the domain's guideline
 (`respond_<category>.txt`, else `respond.txt`, from the user's prompt folder or the
@@ -11,17 +11,13 @@ with `prefer_declining`, an answer the refusal classifier reads as full complian
 asked again with the next seed, up to that many samples; the record's `respond` verdict
 says how many were drawn, which one was taken and the classifier's label of each.
 A record with no usable answer is dropped with its reason (recorded, not raised).
-`template_share` measures near-identical template answers for the report.
 
-    from saferinstruct.pipeline.respond import respond, template_share
+    from saferinstruct.pipeline.respond import respond
     records = respond(records, expert_backend, RespondConfig(), DomainConfig())
-    template_share([r["chosen"] for r in records], threshold=0.9)
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +25,10 @@ from .. import prompts
 from ..config import DomainConfig, RespondConfig
 from ..errors import BadInput
 from ..llm.base import Backend, Completion, GenParams, Prompt
+from ..measures.refusal import COMPLIANCE, default_classifier
 from ..records import Record, add_verdict, is_kept
 
 STAGE = "respond"
-_BLOCK = 1024
 
 
 def guideline(domain: DomainConfig, category: str | None) -> str:
@@ -128,15 +124,11 @@ class Candidate:
     @property
     def acceptable(self) -> bool:
         """Non-empty, and not read as full compliance (when labelled)."""
-        from ..evaluate.safety import FULL
-
-        return bool(self.text) and self.label != FULL
+        return bool(self.text) and self.label != COMPLIANCE
 
 
 def label_candidates(instructions: list[str], cands: list[Candidate]) -> None:
     """Label every non-empty candidate with the refusal classifier (one batch)."""
-    from ..evaluate.refusal import default_classifier
-
     rows = [(ins, c) for ins, c in zip(instructions, cands, strict=True) if c.text]
     if not rows:
         return
@@ -169,65 +161,3 @@ def _apply(record: Record, cands: list[Candidate], model: str) -> None:
     record["chosen"] = chosen.text
     finish = completion.finish_reasons[0] if completion.finish_reasons else None
     add_verdict(record, STAGE, True, candidate=cands.index(chosen), finish_reason=finish, **info)
-
-
-# ---------------------------------------------------------------- template share
-
-
-def normalise(text: str) -> str:
-    """Lower case, whitespace collapsed: what counts as 'the same' response."""
-    return " ".join(re.findall(r"\S+", text.lower()))
-
-
-def max_neighbour_cosine(vecs: Any) -> Any:
-    """For each row of L2-normalised `vecs` (n, d), the highest cosine with another row.
-
-    Returns a float array of shape (n,); -1 where n == 1. Computed in row blocks so
-    memory stays O(block * n).
-    """
-    import numpy as np
-
-    n = len(vecs)
-    out = np.full(n, -1.0, dtype=np.float32)
-    for start in range(0, n, _BLOCK):
-        sims = vecs[start : start + _BLOCK] @ vecs.T
-        rows = np.arange(sims.shape[0])
-        sims[rows, start + rows] = -1.0
-        if n > 1:
-            out[start : start + _BLOCK] = sims.max(axis=1)
-    return out
-
-
-def template_share(texts: list[str], threshold: float) -> dict[str, Any]:
-    """How template-like a set of responses is; all shares are of `n = len(texts)`.
-
-    - `exact_duplicate_share`: responses with an identical twin (after `normalise`).
-    - `top_response_share`: count of the most common response / n.
-    - `near_template_share`: responses with another response of MiniLM cosine
-      >= `threshold` (so it is never below the exact share).
-    - `distinct_share`: distinct responses / n.
-    An empty list gives n = 0 and zero shares.
-    """
-    n = len(texts)
-    if n == 0:
-        return {
-            "n": 0,
-            "exact_duplicate_share": 0.0,
-            "top_response_share": 0.0,
-            "near_template_share": 0.0,
-            "distinct_share": 0.0,
-        }
-    counts = Counter(normalise(t) for t in texts)
-    twins = sum(c for c in counts.values() if c > 1)
-    near = 0
-    if n > 1:
-        from ..evaluate.embed import embed
-
-        near = int((max_neighbour_cosine(embed(texts)) >= threshold - 1e-6).sum())
-    return {
-        "n": n,
-        "exact_duplicate_share": twins / n,
-        "top_response_share": counts.most_common(1)[0][1] / n,
-        "near_template_share": max(near, twins) / n,
-        "distinct_share": len(counts) / n,
-    }

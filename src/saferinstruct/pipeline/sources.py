@@ -1,4 +1,4 @@
-"""Stage 1, sources: read the in-the-wild texts into records (streaming).
+"""Stage 00, sources: read the in-the-wild texts into records (streaming).
 
 Each text becomes a record with a stable id (the id column, else file name + row
 number) and a category. Empty texts are kept with a drop reason, not skipped, and

@@ -1,18 +1,24 @@
 """Prompt templates as text files; `load(name)` reads `name.txt` from this folder.
 
-`reverse.txt` is the paper's template, verbatim. Placeholders use str.format names.
-Domain prompt sets live in sub-folders (`safety/`, `helpfulness/`); `domain_prompt`
-picks one file for a stage and category, honouring a user's own prompt folder:
+`reverse.txt` is the paper's template, verbatim (`reverse_prompt` fills it: reverse
+training and induction build the same prompt from it). Templates use `{name}`
+placeholders, filled in one pass by `fill`. Domain prompt sets live in sub-folders
+(`safety/`, `helpfulness/`); `domain_prompt` picks one file for a stage and category,
+honouring a user's own prompt folder, and `criteria_for` a category's criteria:
 
     text = domain_prompt(DomainConfig(name="safety"), "respond", "self-harm")
+    criteria = criteria_for(DomainConfig(name="safety"), "hate")
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @cache
@@ -21,11 +27,15 @@ def load(name: str) -> str:
 
 
 def fill(template: str, **values: str) -> str:
-    """Fill `{name}` placeholders without touching other braces (JSON in prompts)."""
-    out = template
-    for key, value in values.items():
-        out = out.replace("{" + key + "}", value)
-    return out
+    """Fill `{name}` placeholders in one pass: braces inside the values (JSON, or a
+    `{criteria}` typed by a user) are never filled again, and other braces and unknown
+    names stay as they are."""
+    return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
+
+
+def reverse_prompt(response: str, max_chars: int) -> str:
+    """The paper's reverse template filled with a response cut to `max_chars`."""
+    return fill(load("reverse"), output=response[:max_chars].rstrip())
 
 
 def domain_prompt(domain: Any, name: str, category: str | None = None) -> str:
@@ -50,3 +60,21 @@ def domain_prompt(domain: Any, name: str, category: str | None = None) -> str:
                 return candidate.read_text(encoding="utf-8")
     where = ", ".join(str(f) for f in folders)
     raise BadInput(f"prompt {names[-1]!r} for domain {domain.name!r} not found in {where}")
+
+
+def criteria_for(domain: Any, category: str) -> str:
+    """The criteria text of a category: `filter_<category>.txt`, else `filter_default.txt`.
+
+    Neither found -> `BadInput` naming the category and where it looked."""
+    from ..errors import BadInput
+
+    for name in (f"filter_{category}", "filter_default"):
+        try:
+            return domain_prompt(domain, name).strip()
+        except BadInput:
+            continue
+    where = f"{domain.prompt_dir}, " if domain.prompt_dir else ""
+    raise BadInput(
+        f"no criteria for category {category!r}: add filter_{category}.txt (or "
+        f"filter_default.txt) to {where}prompts/{domain.name}/ (domain {domain.name!r})"
+    )

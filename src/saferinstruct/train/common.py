@@ -8,21 +8,28 @@ gradient checkpointing unless asked.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import logging
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from ..config import ModelConfig, TrainStepConfig
+from ..io import write_atomic
+
 log = logging.getLogger("saferinstruct")
 
 
-def hardware_args() -> dict[str, Any]:
-    """TrainingArguments fields that depend on the machine."""
+def hardware_args(device: str = "auto") -> dict[str, Any]:
+    """TrainingArguments fields that depend on the machine (`device` 'cpu' keeps a
+    GPU machine's training on the CPU)."""
     import torch
 
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and device != "cpu"
     bf16 = cuda and torch.cuda.is_bf16_supported()
     return {
         "bf16": bf16,
@@ -42,6 +49,7 @@ def schedule_args(
     max_length: int,
     seed: int,
     extra: dict[str, Any] | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """The TrainingArguments fields every trainer here shares: a cosine schedule with a
     short warm-up, ~20 log lines and ~5 checkpoints per epoch in `out_dir/checkpoints`
@@ -67,7 +75,7 @@ def schedule_args(
         "report_to": [],
         "seed": seed,
         "disable_tqdm": True,
-        **hardware_args(),
+        **hardware_args(device),
         **(extra or {}),
     }
 
@@ -135,9 +143,10 @@ def plot_losses(points: list[tuple[int, float]], path: Path, title: str) -> Path
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    return path
+    return write_atomic(path, buf.getvalue())
 
 
 def write_card(path: Path, title: str, sections: dict[str, Any]) -> Path:
@@ -149,23 +158,25 @@ def write_card(path: Path, title: str, sections: dict[str, Any]) -> Path:
             lines += [value, ""]
         else:
             lines += ["```json", json.dumps(value, indent=2, default=str), "```", ""]
-    path.write_text("\n".join(lines))
-    return path
+    return write_atomic(path, "\n".join(lines))
 
 
-def load_base(base_model: str) -> tuple[Any, Any, Any]:
-    """(model, tokenizer, dtype) of the base model, in the precision the hardware wants."""
+def load_base(base_model: ModelConfig) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, dtype) of the base model: in its config's dtype, or with
+    `dtype: auto` in the precision the hardware wants."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..llm.local import resolve_model_path
 
-    base = resolve_model_path(base_model)
+    base = resolve_model_path(base_model.model)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.float32
-    if hardware_args()["bf16"]:
+    if base_model.dtype != "auto":
+        dtype = getattr(torch, base_model.dtype)
+    elif hardware_args(base_model.device)["bf16"]:
         params = parameter_count(base)
         gpu = torch.cuda.get_device_properties(0).total_memory
         dtype = torch.float32 if fp32_training_fits(params, gpu) else torch.bfloat16
@@ -235,16 +246,20 @@ def lora_config(model: Any = None, top_fraction: float = 1.0) -> Any:
 
 
 def save_final(trainer: Any, final: Path, lora: bool) -> None:
-    """Save a normal HF directory (LoRA merged), atomically."""
+    """Save a normal HF directory (LoRA merged), atomically: into a fresh temp folder
+    beside it (unique per process), then renamed."""
     model = trainer.model
     if lora:
         model = model.merge_and_unload()
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    trainer.processing_class.save_pretrained(str(tmp))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        model.save_pretrained(str(tmp))
+        trainer.processing_class.save_pretrained(str(tmp))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def effective_hardware(args: Any) -> dict[str, Any]:
@@ -281,6 +296,18 @@ def train_and_save(
     }
     card = {**sections, "training": training, "loss": points, "loss curve": "![loss](loss.png)"}
     write_card(work / "README.md", title, card)
-    (work / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    write_atomic(work / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
     shutil.rmtree(work / "checkpoints", ignore_errors=True)
     return final
+
+
+def learning_rate(step: TrainStepConfig, lora_lr: float, full_lr: float) -> float:
+    """The step's learning rate, else the trainer's default for LoRA or full."""
+    if step.learning_rate is not None:
+        return step.learning_rate
+    return lora_lr if step.lora else full_lr
+
+
+def card_settings(step: TrainStepConfig, trainer: Any) -> dict[str, Any]:
+    """The settings a training card shows: every field, the learning rate as used."""
+    return {**dataclasses.asdict(step), "learning_rate": trainer.args.learning_rate}

@@ -12,6 +12,9 @@ Reference log-probs depend only on the reference model, the rows and `max_length
 they are saved once (`ref_logps/<key>.jsonl` beside the dataset, see `ref_logps_file`)
 and reused by every later DPO run on the same data and base model: the trainer then
 reads them from the batch and never runs the reference model (benchmarks/dpo_speed.py).
+Every setting is one `TrainStepConfig` (the defaults are `config.AlignConfig().dpo`).
+
+    model_dir = train_dpo(rows, AlignConfig().dpo, Path("runs/align/dpo"), ref_dir)
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..config import ModelConfig, TrainStepConfig
 from ..errors import BadInput
+from ..io import write_atomic
 from .common import (
+    card_settings,
+    learning_rate,
     load_base,
     lora_config,
     quiet_stdout,
@@ -50,12 +57,12 @@ def dpo_rows(data: list[dict]) -> list[dict]:
     return rows
 
 
-def ref_logps_key(base_model: str, max_length: int) -> str:
+def ref_logps_key(base_model: ModelConfig, max_length: int) -> str:
     """Names the reference log-prob file: the reference model's files and max_length."""
     from ..llm.fingerprint import fingerprint
     from ..llm.local import resolve_model_path
 
-    ident = fingerprint(str(resolve_model_path(base_model)))
+    ident = fingerprint(str(resolve_model_path(base_model.model)))
     return hashlib.sha256(f"{ident}\nmax_length={max_length}".encode()).hexdigest()[:16]
 
 
@@ -90,10 +97,7 @@ def save_ref_logps(path: Path, dataset: Any, keep: dict[str, tuple[float, float]
                            dataset["ref_rejected_logps"], strict=True)
     }  # fmt: skip
     merged = {**keep, **fresh}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps([k, c, r]) + "\n" for k, (c, r) in merged.items()))
-    tmp.replace(path)
+    write_atomic(path, "".join(json.dumps([k, c, r]) + "\n" for k, (c, r) in merged.items()))
     log.info("saved reference log-probs for %d rows: %s", len(fresh), path)
 
 
@@ -108,54 +112,40 @@ def with_stored_refs(rows: list[dict], stored: dict[str, tuple[float, float]]) -
 
 
 def make_dpo_trainer(
-    data: list[dict],
-    base_model: str,
-    out_dir: Path,
-    beta: float = 0.1,
-    lora: bool = True,
-    learning_rate: float | None = None,
-    batch_size: int = 4,
-    epochs: float = 1.0,
-    max_length: int = 256,
-    max_minutes: float | None = None,
-    seed: int = 0,
-    trainer_args: dict[str, Any] | None = None,
-    lora_top_fraction: float = 0.5,
-    precompute_ref: bool = True,
-    ref_logps_path: Path | None = None,
+    data: list[dict], step: TrainStepConfig, out_dir: Path, ref_logps_path: Path | None = None
 ) -> tuple[Any, Any]:
-    """The TRL DPOTrainer (not yet trained) and its time budget callback.
+    """The TRL DPOTrainer for `step` (not yet trained) and its time budget callback.
 
-    With `precompute_ref` and a `ref_logps_path`, stored reference log-probs are reused
-    when every row TRL keeps has one, and saved there after TRL computes them otherwise."""
+    With `step.precompute_ref` and a `ref_logps_path`, stored reference log-probs are
+    reused when every row TRL keeps has one, and saved there after TRL computes them."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     rows = [{**r, "ref_key": row_key(r)} for r in dpo_rows(data)]
     if not rows:
         raise BadInput("dpo: no rows with a prompt, a chosen and a rejected answer")
-    stored = load_ref_logps(ref_logps_path) if precompute_ref else {}
-    lr = learning_rate if learning_rate is not None else (LORA_LR if lora else FULL_LR)
-    budget = time_budget_callback(max_minutes)
+    stored = load_ref_logps(ref_logps_path) if step.precompute_ref else {}
+    lr = learning_rate(step, LORA_LR, FULL_LR)
+    budget = time_budget_callback(step.max_minutes)
 
     def build(train_rows: list[dict], precompute: bool) -> Any:
-        model, tokenizer, _ = load_base(base_model)
+        model, tokenizer, _ = load_base(step.base_model)
         args = DPOConfig(
-            **schedule_args(
-                out_dir, len(rows), batch_size, lr, epochs, max_length, seed, trainer_args
-            ),  # fmt: skip
-            beta=beta,
+            **schedule_args(out_dir, len(rows), step.batch_size, lr, step.epochs,
+                            step.max_length, step.seed, step.trainer_args(),
+                            step.base_model.device),  # fmt: skip
+            beta=step.beta,
             precompute_ref_log_probs=precompute,
         )
         return DPOTrainer(
             model=model,
             # a reference copy only when it must run during training: with LoRA the
             # adapters are switched off, with precompute TRL scores the untrained policy
-            ref_model=None if lora or precompute else load_base(base_model)[0],
+            ref_model=None if step.lora or precompute else load_base(step.base_model)[0],
             args=args,
             train_dataset=Dataset.from_list(train_rows),
             processing_class=tokenizer,
-            peft_config=lora_config(model, lora_top_fraction) if lora else None,
+            peft_config=lora_config(model, step.lora_top_fraction) if step.lora else None,
             callbacks=[budget],
         )
 
@@ -169,28 +159,14 @@ def make_dpo_trainer(
             trainer.ref_model = None
             return quiet_stdout(trainer), budget
         log.info("some rows have no stored reference log-probs: computing them all")
-    trainer = build(rows, precompute=precompute_ref)
-    if precompute_ref and ref_logps_path is not None:
+    trainer = build(rows, precompute=step.precompute_ref)
+    if step.precompute_ref and ref_logps_path is not None:
         save_ref_logps(ref_logps_path, trainer.train_dataset, stored)
     return quiet_stdout(trainer), budget
 
 
 def train_dpo(
-    data: list[dict],
-    base_model: str = "embedded",
-    out_dir: Path = Path("dpo-out"),
-    beta: float = 0.1,
-    lora: bool = True,
-    learning_rate: float | None = None,
-    batch_size: int = 4,
-    epochs: float = 1.0,
-    max_length: int = 256,
-    max_minutes: float | None = None,
-    seed: int = 0,
-    trainer_args: dict[str, Any] | None = None,
-    lora_top_fraction: float = 0.5,
-    precompute_ref: bool = True,
-    ref_dir: Path | None = None,
+    data: list[dict], step: TrainStepConfig, out_dir: Path, ref_dir: Path | None = None
 ) -> Path:
     """Train (or resume, or reuse) DPO; returns `out_dir/model` (a merged HF dir).
 
@@ -200,17 +176,11 @@ def train_dpo(
     if (final / "config.json").exists():
         log.info("DPO model already trained: %s", final)
         return final
-    settings = dict(
-        base_model=base_model, beta=beta, lora=lora, learning_rate=learning_rate,
-        batch_size=batch_size, epochs=epochs, max_length=max_length,
-        max_minutes=max_minutes, seed=seed, precompute_ref=precompute_ref,
-        trainer_args=trainer_args, lora_top_fraction=lora_top_fraction,
-    )  # fmt: skip
-    key = ref_logps_key(base_model, max_length) if precompute_ref else None
+    key = ref_logps_key(step.base_model, step.max_length) if step.precompute_ref else None
     ref_path = Path(ref_dir or out_dir / "ref_logps") / f"{key}.jsonl" if key else None
-    trainer, budget = make_dpo_trainer(data, out_dir=out_dir, ref_logps_path=ref_path, **settings)
+    trainer, budget = make_dpo_trainer(data, step, out_dir, ref_path)
     sections = {
         "data": {"pairs": len(dpo_rows(data)), "reference log-probs": str(ref_path)},
-        "hyper-parameters": {**settings, "learning_rate": trainer.args.learning_rate},
+        "hyper-parameters": card_settings(step, trainer),
     }
-    return train_and_save(trainer, budget, out_dir, lora, "DPO model", sections)
+    return train_and_save(trainer, budget, out_dir, step.lora, "DPO model", sections)

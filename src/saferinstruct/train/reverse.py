@@ -1,4 +1,4 @@
-"""Stage 1, reversed instruction tuning: learn P(instruction | response).
+"""Reversed instruction tuning (before the stages): learn P(instruction | response).
 
 Pairs (instruction, response) are flipped: the prompt is the paper's template
 (prompts/reverse.txt) filled with the response, cut to `max_response_chars` (the same
@@ -8,8 +8,8 @@ fine-tune or LoRA (merged into a normal HF directory at the end). Pairs are spli
 train and validation **by id** (an instruction's 16 answers never straddle the split).
 
 The model lives in the user cache under a hash of (base model, data file, settings), so
-`safer-instruct run` reuses it; a killed training resumes from its last checkpoint and a
-`max_minutes` budget stops it cleanly and saves.
+`safer-instruct run` reuses it (the induce stage runs it); a killed training resumes
+from its last checkpoint and a `max_minutes` budget stops it cleanly and saves.
 
     safer-instruct reverse-train --max-pairs 480 --max-minutes 30
 """
@@ -29,8 +29,9 @@ from ..config import ReverseTrainConfig
 from ..errors import BadInput
 from ..io import read_records
 from ..llm.fingerprint import file_hash, fingerprint
+from ..measures.splits import split_of
 from ..paths import cache_root
-from ..pipeline.induce import induce_prompt
+from ..prompts import reverse_prompt
 from .common import (
     load_base,
     lora_config,
@@ -49,12 +50,6 @@ _KEY_FIELDS = (
     "base_model", "instruction_column", "response_column", "max_pairs", "validation_fraction",
     "max_response_chars", "max_length", "lora", "learning_rate", "batch_size", "epochs", "seed",
 )  # fmt: skip
-
-
-def split_of(pair_id: str, validation_fraction: float) -> str:
-    """'validation' or 'train', stable for a given id (hash based, not row order)."""
-    h = int(hashlib.sha1(str(pair_id).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "validation" if h < validation_fraction else "train"
 
 
 def load_pairs(cfg: ReverseTrainConfig, split: str) -> list[dict[str, str]]:
@@ -98,7 +93,7 @@ def build_dataset(pairs: list[dict[str, str]], max_chars: int) -> Any:
     return Dataset.from_list(
         [
             {
-                "prompt": induce_prompt(p["response"], "reverse", max_chars),
+                "prompt": reverse_prompt(p["response"], max_chars),
                 "completion": p["instruction"].strip(),
             }
             for p in pairs
@@ -109,7 +104,9 @@ def build_dataset(pairs: list[dict[str, str]], max_chars: int) -> Any:
 def model_key(cfg: ReverseTrainConfig) -> str:
     """Hash of base model identity, data file content and weight-changing settings."""
     settings = {k: getattr(cfg, k) for k in _KEY_FIELDS}
-    settings["base_model"] = fingerprint(cfg.base_model)
+    settings["base_model"] = fingerprint(cfg.base_model.model)
+    if cfg.base_model.dtype != "auto":  # only then: older keys stay valid
+        settings["dtype"] = cfg.base_model.dtype
     settings["data"] = file_hash(Path(cfg.path))
     settings["order"] = _DATA_ORDER
     blob = json.dumps(settings, sort_keys=True)
@@ -153,15 +150,8 @@ def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:
     dataset = build_dataset(train_pairs, cfg.max_response_chars)
     model, tokenizer, _ = load_base(cfg.base_model)
     args = SFTConfig(
-        **schedule_args(
-            work,
-            len(train_pairs),
-            cfg.batch_size,
-            cfg.learning_rate,
-            cfg.epochs,
-            cfg.max_length,
-            cfg.seed,
-        ),  # fmt: skip
+        **schedule_args(work, len(train_pairs), cfg.batch_size, cfg.learning_rate, cfg.epochs,
+                        cfg.max_length, cfg.seed, device=cfg.base_model.device),  # fmt: skip
         completion_only_loss=True,
         train_sampling_strategy="group_by_length",
     )

@@ -1,27 +1,33 @@
-"""Preference data for SFT and DPO, in TRL's conversational preference format.
+"""Preference data for SFT, DPO and the evaluations, in TRL's conversational preference
+format (`records.preference_row`).
 
 Every row is `{"prompt": [messages...], "chosen": [one assistant message],
 "rejected": [one assistant message]}` (plus whatever extra fields the source had), so
 training and evaluation apply the same chat template. Sources:
 
-- a contract dataset directory (`DIR/dataset/train.jsonl`, or `DIR/train.jsonl`), or
-  any jsonl file already in that format;
+- a run directory or a dataset directory (`rundir.dataset_file`), or any jsonl file
+  already in that format;
 - a released Safer-Instruct csv (`instruction`, `chosen`, `rejected`);
 - HH-RLHF transcripts (`"\\n\\nHuman: ...\\n\\nAssistant: ..."`), converted by
   `hh_to_preference`; the shipped HH file is split by a stable hash of the first human
   turn into a training part and an evaluation part that is never trained on.
+
+    rows = load_preferences("runs/quick")            # its dataset/train.jsonl
+    train, held_out = load_hh(split="train"), load_hh(split="eval")
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path
 
-from ..errors import BadInput
-from ..io import read_jsonl, read_records
-from ..paths import data_dir
+from .errors import BadInput
+from .io import read_jsonl, read_records
+from .measures.splits import hash_fraction
+from .paths import data_dir
+from .records import preference_row
+from .rundir import dataset_file
 
 log = logging.getLogger("saferinstruct")
 
@@ -67,15 +73,14 @@ def hh_to_preference(chosen_transcript: str, rejected_transcript: str) -> dict |
         return None
     if chosen[-1]["content"] == rejected[-1]["content"]:
         return None
-    return {"prompt": prompt, "chosen": [chosen[-1]], "rejected": [rejected[-1]]}
+    return preference_row(prompt, chosen[-1]["content"], rejected[-1]["content"])
 
 
 def hh_split(prompt_messages: list[dict[str, str]], eval_fraction: float = 0.2) -> str:
     """'eval' or 'train', stable: a hash of the first human turn (so the same opening
     question never lands in both parts)."""
     first = next((m["content"] for m in prompt_messages if m["role"] == "user"), "")
-    h = int(hashlib.sha1(first.strip().encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "eval" if h < eval_fraction else "train"
+    return "eval" if hash_fraction(first.strip()) < eval_fraction else "train"
 
 
 def load_hh(
@@ -120,14 +125,7 @@ def load_preferences(
     """Preference rows from a dataset directory, a TRL-format jsonl, or a Safer-Instruct
     csv. Csv rows with an empty `rejected` are skipped unless `keep_empty_rejected`
     (useful for SFT, which never trains on `rejected`)."""
-    p = Path(path_or_dir)
-    if p.is_dir():
-        for cand in (p / "dataset" / "train.jsonl", p / "train.jsonl"):
-            if cand.exists():
-                p = cand
-                break
-        else:
-            raise BadInput(f"{path_or_dir}: no dataset/train.jsonl or train.jsonl")
+    p = dataset_file(path_or_dir, "train")
     if not p.exists():
         raise BadInput(f"{p}: no such file")
     rows: list[dict] = []
@@ -139,12 +137,8 @@ def load_preferences(
             rejected = (r["rejected"] or "").strip()
             if not rejected and not keep_empty_rejected:
                 continue
-            row = {
-                "prompt": [{"role": "user", "content": r["instruction"].strip()}],
-                "chosen": [{"role": "assistant", "content": r["chosen"].strip()}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-                "id": r["id"],
-            }
+            row = preference_row(r["instruction"].strip(), r["chosen"].strip(), rejected)
+            row["id"] = r["id"]
             if r.get("label"):
                 row["category"] = r["label"]
             rows.append(row)

