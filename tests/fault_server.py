@@ -10,12 +10,15 @@ of `script` (consumed in arrival order), else `default`. Behaviours:
   and `response_format` are honoured. With `upstream`, the request is forwarded there.
 - "429": status 429 with `Retry-After: retry_after`.
 - "500": status 500.                                  - "400": status 400 (not retryable).
+- "401": status 401 whose body echoes the request's Authorization header (a careless
+  server: the client must not store the key it sees there). - "403", "404": those statuses.
 - "slow": waits `slow_s` seconds, then answers "ok" (the client has usually given up).
 - "garbage": 200 with a body that is not JSON.       - "nochoices": 200, JSON, no choices.
 - "close": closes the connection without answering.
 
-`counts` holds requests received, total ("total") and per path; `bodies` the parsed
-request bodies in arrival order.
+`counts` holds requests received, total ("total": the completion requests, what a
+hosted API bills) and per path (`/v1/models` is counted there only); `bodies` the parsed
+request bodies in arrival order. `models` is what `GET /v1/models` lists.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Rule = Callable[[str, dict[str, Any]], str | None]
-BEHAVIOURS = ("ok", "400", "429", "500", "slow", "garbage", "nochoices", "close")
+BEHAVIOURS = ("ok", "400", "401", "403", "404", "429", "500", "slow", "garbage", "nochoices",
+              "close")  # fmt: skip
 _TOKEN = re.compile(r"\s*\S+|\s+")
 
 
@@ -163,6 +167,7 @@ class FaultServer:
         upstream: str | None = None,
         retry_after: str = "1",
         slow_s: float = 3.0,
+        models: list[dict[str, Any]] | None = None,
     ) -> None:
         for b in [*(script or []), default]:
             if b not in BEHAVIOURS:
@@ -170,6 +175,7 @@ class FaultServer:
         self.script, self.default, self.rule = list(script or []), default, rule
         self.upstream = upstream.rstrip("/") if upstream else None
         self.retry_after, self.slow_s = retry_after, slow_s
+        self.models = models if models is not None else [{"id": "fault-model", "object": "model"}]
         self.counts: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -244,11 +250,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/v1/models":
             self._send(404, {"error": {"message": "not found"}})
             return
-        self.fault.next_behaviour("/v1/models", {})
+        with self.fault.lock:
+            self.fault.counts["/v1/models"] += 1
         if self.fault.upstream:
             self._raw(*self.fault.forward("/v1/models", b"", "GET"))
             return
-        self._send(200, {"object": "list", "data": [{"id": "fault-model", "object": "model"}]})
+        self._send(200, {"object": "list", "data": self.fault.models})
 
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -273,6 +280,11 @@ class _Handler(BaseHTTPRequestHandler):
             )
         elif behaviour == "400":
             self._send(400, {"error": {"message": "injected bad request"}})
+        elif behaviour == "401":
+            seen = self.headers.get("Authorization", "")
+            self._send(401, {"error": {"message": f"invalid key in header: {seen}"}})
+        elif behaviour in ("403", "404"):
+            self._send(int(behaviour), {"error": {"message": f"injected {behaviour}"}})
         elif behaviour == "500":
             self._send(500, {"error": {"message": "injected failure"}})
         elif behaviour == "garbage":

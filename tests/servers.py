@@ -52,3 +52,9 @@ def serve_process(model: str = "embedded", name: str = "smol") -> Iterator[str]:
 def server_stats(base_v1: str) -> dict[str, Any]:
     with urllib.request.urlopen(base_v1[: -len("/v1")] + "/stats", timeout=10) as r:
         return json.load(r)
+
+
+def completions_served(base_v1: str) -> int:
+    """Completion requests the server received (what a hosted API bills; not /v1/models)."""
+    paths = server_stats(base_v1)["by_path"]
+    return paths.get("/v1/chat/completions", 0) + paths.get("/v1/completions", 0)

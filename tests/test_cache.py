@@ -132,3 +132,63 @@ def test_endpoint_down_keeps_finished_calls(tmp_path):
     out = healthy.generate(["a", "b", "c"], GenParams())
     assert out[0].text == "ok:a"
     assert healthy.inner.sent == ["b", "c"]
+
+
+def test_a_call_another_process_is_making_is_waited_for_not_paid_twice(tmp_path):
+    """Two `induce` commands at once, on one cache, against one slow endpoint: the server
+    (a real HTTP server counting what it receives) gets each request once."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from fault_server import FaultServer
+
+    src = tmp_path / "texts.csv"
+    src.write_text("id,text\n" + "".join(f"t{i},Water boils at {90 + i} degrees up there.\n"
+                                         for i in range(4)))  # fmt: skip
+    with FaultServer(default="slow", slow_s=1.5) as srv:
+        def start(out: str) -> subprocess.Popen:
+            cmd = [sys.executable, "-m", "saferinstruct", "induce", "--input", str(src),
+                   "--out", str(tmp_path / out), "--mode", "prompted", "--model",
+                   f"openai:fault-model@{srv.url}", "--set", f"cache={tmp_path / 'c.sqlite'}",
+                   "--set", "expert.max_concurrency=1", "--set", "expert.timeout_s=30"]  # fmt: skip
+            return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+        procs = [start("a"), start("b")]
+        outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert srv.counts["total"] == 4
+    stages = [(tmp_path / d / "stages" / "01-induce.jsonl").read_text() for d in ("a", "b")]
+    assert stages[0] == stages[1]
+
+
+def test_claims_of_a_dead_process_are_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    cache = CallCache(tmp_path / "c.sqlite")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    db = cache._db()
+    db.execute("INSERT INTO claims VALUES ('k-dead', 'ghost', ?, ?, 0)", (cache.host, int(dead)))
+    import time
+
+    db.execute("INSERT INTO claims VALUES ('k-live', 'other', 'elsewhere', 1, ?)", (time.time(),))
+    mine, theirs = cache.claim(["k-dead", "k-live", "k-free"])
+    assert sorted(mine) == ["k-dead", "k-free"] and theirs == ["k-live"]
+    cache.release(mine)
+    assert cache.claim(["k-free"]) == (["k-free"], [])
+
+
+def test_a_broken_cache_file_is_one_line_naming_it(tmp_path):
+    import pytest
+
+    from saferinstruct.errors import BadInput
+
+    bad = tmp_path / "calls.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(BadInput) as info:
+        CallCache(bad)
+    msg = str(info.value)
+    assert str(bad) in msg and "move it aside" in msg and "\n" not in msg

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT
 from fault_server import FaultServer
-from servers import serve_process, server_stats
+from servers import completions_served, serve_process
 
 COMMANDS = ["run", "reverse-train", "induce", "filter", "respond", "judge", "assemble",
             "sft", "dpo", "models", "serve", "eval recovery", "eval safety",
@@ -107,13 +107,13 @@ def test_induce_command_over_a_real_server_with_faults(tmp_path):
             failed = next(r for r in recs if r["id"] == "r2")
             assert failed["status"] == "dropped" and "request_failed" in failed["drop_reason"]
             assert "500" in failed["induce_error"]
-            served_before = server_stats(upstream)["requests"]
+            served_before = completions_served(upstream)
             sent_before = proxy.counts["total"]
             second = cli(*args, check_rc=0)
             assert last_json(second.stdout)["model_calls"] == 1
             # only the failing prompt went out again (2 attempts), nothing reached the model
             assert proxy.counts["total"] - sent_before == 2
-            assert server_stats(upstream)["requests"] == served_before
+            assert completions_served(upstream) == served_before
     dead_url = "openai:smol@http://127.0.0.1:9/v1"
     dead = cli("induce", "--input", str(src), "--out", str(tmp_path / "d"), "--mode", "prompted",
                "--model", dead_url, "--set", f"cache={cache}")  # fmt: skip

@@ -202,5 +202,7 @@ def test_filter_over_a_real_openai_compatible_server_json(embedded_backend):
         # response_format json_schema reached the server: the answer is the schema's JSON
         assert r["filter"]["parsed"] and r["filter"]["attempts"] == 1, r["filter"]["raw"]
         assert r["filter"]["raw"].startswith('{"verdict": ')
-        assert r["filter"]["model"] == "openai:smol-filter"
+        # the record names the served model by what the server says is behind the name
+        root = f"openai:smol-filter|root={embedded_backend.identity()}|"
+        assert r["filter"]["model"] == remote.identity() and remote.identity().startswith(root)
     assert stats["by_path"]["/v1/chat/completions"] == 2

@@ -50,7 +50,41 @@ def test_sampling_n_and_seed(embedded_backend):
     assert len(set(a.texts)) > 1
 
 
+def test_sampling_does_not_depend_on_the_batch(embedded_backend):
+    """A prompt's sample is the same alone and among other prompts (its own random
+    stream), with its own seed or with the batch seed; another seed gives another one."""
+    p = GenParams(max_new_tokens=16, temperature=1.0, seed=3)
+    alone = embedded_backend.generate(CHAT[:1], p)[0].text
+    others = [[{"role": "user", "content": f"Tell me a fact about the number {i}."}]
+              for i in range(5)]  # fmt: skip
+    assert embedded_backend.generate(others + CHAT[:1], p)[-1].text == alone
+    seeded = GenParams(max_new_tokens=16, temperature=1.0, seeds=(11, 12, 11))
+    a, b, c = embedded_backend.generate([CHAT[0], CHAT[0], CHAT[0]], seeded)
+    assert a.text == c.text != b.text
+    solo = GenParams(max_new_tokens=16, temperature=1.0, seeds=(11,))
+    assert embedded_backend.generate([CHAT[0]], solo)[0].text == a.text
+
+
+def test_seeded_sampler_draws_from_the_tempered_softmax():
+    """The Gumbel-max trick samples softmax(scores / T); top-p keeps the smallest head
+    of mass >= p. 3000 rows, one step each."""
+    import torch
+
+    from saferinstruct.llm.local import SeededSampler
+
+    scores = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(3000, 1)
+    want = torch.softmax(scores[0] / 0.7, dim=-1)
+    picks = SeededSampler(list(range(3000)), 0.7, 1.0)(None, scores).argmax(dim=-1)
+    freq = torch.bincount(picks, minlength=4).float() / 3000
+    assert torch.allclose(freq, want, atol=0.03), (freq, want)
+    # p = 0.7: token 0 has 0.64, so token 1 (cumulative 0.88) is the last one kept
+    top = SeededSampler(list(range(3000)), 1.0, 0.7)(None, scores).argmax(dim=-1)
+    assert set(top.tolist()) == {0, 1}
+    assert abs((top == 0).float().mean().item() - 0.64 / 0.88) < 0.03
+
+
 def test_json_schema_output_parses(embedded_backend):
+
     schema = {
         "type": "object",
         "properties": {

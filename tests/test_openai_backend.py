@@ -49,10 +49,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_protocol_identity_and_capabilities() -> None:
-    b = OpenAIBackend("served-name", base_url="http://127.0.0.1:1/v1", score=False, n=False)
+def test_protocol_identity_and_capabilities(serve: Callable[..., FaultServer]) -> None:
+    srv = serve(models=[{"id": "served-name", "root": "/w/llama@abc", "created": 123}])
+    b = OpenAIBackend("served-name", base_url=srv.url, score=False, n=False)
     assert isinstance(b, Backend)
-    assert b.kind == "openai" and b.identity() == "openai:served-name"
+    assert b.kind == "openai" and b.identity() == "openai:served-name|root=/w/llama@abc"
+    assert srv.counts["/v1/models"] == 1 and srv.counts["total"] == 0
+    assert b.identity() == b.identity() and srv.counts["/v1/models"] == 1  # asked once
     caps = b.capabilities()
     assert caps.logprobs and caps.json_schema and not caps.score and not caps.n
     assert "test" not in repr(OpenAIBackend("m", base_url="http://x/v1", api_key="test"))
@@ -169,12 +172,61 @@ def test_500_twice_then_success(serve: Callable[..., FaultServer]) -> None:
     assert c.error is None and c.text and srv.counts["total"] == 3
 
 
-def test_timeout_then_success(serve: Callable[..., FaultServer]) -> None:
+def test_timeout_is_not_sent_again_unless_asked(serve: Callable[..., FaultServer]) -> None:
+    """The server may still be working on a timed-out request: sending it again would
+    pay twice, so by default it is recorded as failed (a rerun asks again)."""
     srv = serve(script=["slow"], slow_s=3.0)
     t0 = time.monotonic()
-    [c] = backend(srv, timeout_s=0.5).generate([CHAT], GenParams())
-    assert c.error is None and c.text and srv.counts["total"] == 2
-    assert time.monotonic() - t0 < 2.5
+    b = backend(srv, timeout_s=0.5)
+    [c] = b.generate([CHAT], GenParams())
+    assert c.error is not None and "timeout" in c.error and srv.counts["total"] == 1
+    assert b.usage().attempts == 1 and b.usage().failed == 1
+    srv2 = serve(script=["slow"], slow_s=3.0)
+    [d] = backend(srv2, timeout_s=0.5, retry_timeouts=True).generate([CHAT], GenParams())
+    assert d.error is None and d.text and srv2.counts["total"] == 2
+    assert time.monotonic() - t0 < 3.5
+
+
+def test_usage_counts_every_attempt_and_token(serve: Callable[..., FaultServer]) -> None:
+    """What the client counts is what the server received (the bill can be checked)."""
+    srv = serve(script=["500", "429", "500"], retry_after="0")
+    b = backend(srv, max_retries=1, max_concurrency=1)
+    out = b.generate([CHAT, TEXT, CHAT], GenParams())
+    u = b.usage()
+    assert u.attempts == srv.counts["total"] == 5 and u.retries == 2
+    assert u.failed == sum(c.error is not None for c in out) == 1
+    assert u.prompt_tokens == u.completion_tokens == 2  # 2 answers, the server reports 1 + 1
+
+
+@pytest.mark.parametrize("status", ["401", "403"])
+def test_rejected_key_stops_at_once_without_storing_it(serve: Callable[..., FaultServer],
+                                                       status: str) -> None:  # fmt: skip
+    srv = serve(default=status)
+    b = OpenAIBackend("fault-model", base_url=srv.url, api_key="sk-live-SECRET1234567890",
+                      **FAST)  # fmt: skip
+    with pytest.raises(BadInput) as info:
+        b.generate([f"p{i}" for i in range(10)], GenParams())
+    msg = str(info.value)
+    assert f"HTTP {status}" in msg and "key" in msg and "SECRET" not in msg and "\n" not in msg
+    assert srv.counts["total"] <= b.max_concurrency  # stopped, not 10 x retries
+
+
+def test_unknown_model_is_bad_input_before_any_call(serve: Callable[..., FaultServer]) -> None:
+    srv = serve()
+    with pytest.raises(BadInput, match="'nope' is not served at .*fault-model"):
+        OpenAIBackend("nope", base_url=srv.url, **FAST).identity()
+    srv404 = serve(default="404")
+    with pytest.raises(BadInput, match="404 for model"):
+        backend(srv404).generate([CHAT, CHAT], GenParams())
+
+
+def test_error_bodies_are_redacted() -> None:
+    from saferinstruct.llm.openai_http import redact
+
+    assert "abc123secret" not in redact("header: Bearer abc123secret")
+    assert "sk-proj-AAAA1111BBBB" not in redact("key sk-proj-AAAA1111BBBB echoed")
+    assert redact('{"api_key": "hunter2hunter2"}') == '{"api_key": "[redacted]"}'
+    assert redact("HTTP 500: injected failure") == "HTTP 500: injected failure"
 
 
 @pytest.mark.parametrize("fault", ["garbage", "nochoices", "close"])

@@ -127,3 +127,23 @@ def test_cache_key_depends_on_settings(tmp_path):
     assert model_key(a) != model_key(small_cfg(path, learning_rate=1e-3))
     assert model_key(a) == model_key(small_cfg(path, max_minutes=5.0))
     assert trained_model(small_cfg(path, seed=123)) is None
+    assert model_key(a) != model_key(small_cfg(path, max_steps=2))
+
+
+def test_time_guard_cut_model_is_not_reused_and_training_resumes(tmp_path):
+    """Under load the guard may stop training early: that model is saved but never taken
+    as finished, and the next call resumes from its checkpoint to the planned end."""
+    from saferinstruct.train.common import finished_model
+
+    path, _ = tiny_pairs(tmp_path)
+    work = tmp_path / "rev"
+    train_reverse(small_cfg(path, max_minutes=1e-6), work)
+    record = json.loads((work / "training.json").read_text())
+    assert not record["complete"] and record["steps"] < record["planned_steps"]
+    assert finished_model(work) is None and (work / "checkpoints").exists()
+    out = train_reverse(small_cfg(path), work)
+    record = json.loads((work / "training.json").read_text())
+    assert record["complete"] and record["steps"] == record["planned_steps"]
+    assert finished_model(work) == out and not (work / "checkpoints").exists()
+    card = (work / "README.md").read_text()
+    assert '"resumed_from": "' in card and '"stopped_by_budget": false' in card

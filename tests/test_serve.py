@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,28 +53,46 @@ class Served:
             return err.code, json.load(err)
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
-    from saferinstruct.serve import create_app
-
-    backend = LocalBackend("embedded")
-    backend.load()
-    config = uvicorn.Config(
-        create_app(backend, NAME), host="127.0.0.1", port=0, log_level="warning"
-    )
-    server = uvicorn.Server(config)
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free port of 127.0.0.1; yields the base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    client = openai.OpenAI(base_url=base + "/v1", api_key="EMPTY", max_retries=0, timeout=60)
-    yield Served(backend, base, client)
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    from saferinstruct.serve import create_app
+
+    backend = LocalBackend("embedded")
+    backend.load()
+    with running(create_app(backend, NAME)) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="EMPTY", max_retries=0,
+                               timeout=60)  # fmt: skip
+        yield Served(backend, base, client)
+
+
+def test_an_api_key_guards_every_path_but_health(served: Served) -> None:
+    from saferinstruct.serve import create_app
+
+    with running(create_app(served.backend, NAME, api_key="k-123")) as base:
+        ok = openai.OpenAI(base_url=base + "/v1", api_key="k-123", max_retries=0)
+        assert [m.id for m in ok.models.list().data] == [NAME]
+        wrong = openai.OpenAI(base_url=base + "/v1", api_key="other", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            wrong.models.list()
+        with urllib.request.urlopen(base + "/health", timeout=10) as r:
+            assert json.load(r) == {"status": "ok"}
 
 
 def test_create_app_loads_nothing() -> None:
@@ -207,10 +226,12 @@ def test_stats_count_exactly_the_requests_made(served: Served, tmp_path: Path) -
     again = cached.generate([HELLO], params)  # answered by the cache: not sent
     assert first[0].text == again[0].text
     after = served.stats()
-    assert after["requests"] - before["requests"] == 2
+    assert after["requests"] - before["requests"] == 3
     by_before, by_after = before["by_path"], after["by_path"]
-    for path in ("/v1/models", "/v1/chat/completions"):
-        assert by_after[path] - by_before.get(path, 0) == 1
+    # the client asks /v1/models once for the model's identity (its cache key)
+    for path, n in (("/v1/models", 2), ("/v1/chat/completions", 1)):
+        assert by_after[path] - by_before.get(path, 0) == n
+    assert "|root=" + served.backend.identity() + "|" in cached.identity()
 
 
 def test_concurrent_requests_agree(served: Served) -> None:

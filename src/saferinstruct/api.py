@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import __version__
+from . import __version__, outcome
 from .config import (
     ModelConfig,
     RunConfig,
     ShippedAnswers,
     TrainStepConfig,
+    config_hash,
     load_config,
     parse_model_spec,
     parse_spec,
@@ -122,11 +123,17 @@ def ensure_reverse_model(cfg: RunConfig) -> dict[str, Any]:
     start = time.time()
     cached = trained_model(cfg.reverse_train)
     path = cached or reverse_train(cfg)
+    finished = cached is not None or trained_model(cfg.reverse_train) is not None
+    if not finished:
+        log.warning("reverse-train: the model was cut short by reverse_train.max_minutes=%s; "
+                    "this run induces with it, and the next run resumes its training",
+                    cfg.reverse_train.max_minutes)  # fmt: skip
     cfg.reverse_model = ModelConfig(model=str(path), batch_size=cfg.expert.batch_size)
     return {
         "stage": "reverse-train",
         "model": str(path),
         "reused": cached is not None,
+        "finished": finished,
         "seconds": round(time.time() - start, 2),
     }
 
@@ -137,6 +144,26 @@ def ensure_reverse_model(cfg: RunConfig) -> dict[str, Any]:
 def read_sources(cfg: RunConfig, limit: int | None = None) -> list[Record]:
     """Stage 00: the source texts of `cfg.source` as records."""
     return list(load_sources(cfg.source, limit))
+
+
+def stage_command(stage: str, cfg: RunConfig, run_dir: str | Path,
+                  input: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """One stage on its own, as the `filter`, `respond`, `judge` and `assemble` commands
+    run it: it holds the directory's lock, marks the directory running (its later files
+    are now out of date) and, for assemble, complete again; returns the stage's counts."""
+    run_ = RunDir(run_dir)
+    with run_.lock():
+        if run_.incomplete():
+            log.warning("%s: the last run here did not finish; %s reads the files as they are",
+                        run_.root, stage)  # fmt: skip
+        records = stage_input(stage, run_.root, input)
+        run_.mark("running")
+        if stage == "assemble":
+            result = assemble(records, cfg, run_.root)["assemble"]
+            run_.finish()
+            return result
+        step = {"filter": filter, "respond": respond, "judge": judge}[stage]
+        return step(records, cfg, run_.root).summary()
 
 
 def stage_input(stage: str, run_dir: str | Path, input: Path | None = None) -> list[Record]:
@@ -230,16 +257,19 @@ def audit(
 
     run = RunDir(run_dir)
     expert = Backends(cfg.cache).get(cfg.expert)
-    records = audit_file(path, expert, cfg.judge, cfg.domain, columns, category, limit)
-    run.write_jsonl(run.stage("judge"), records)
+    with run.lock():
+        records = audit_file(path, expert, cfg.judge, cfg.domain, columns, category, limit)
+        run.write_jsonl(run.stage("judge"), records)
     out = run.stage("judge")
     return {**audit_summary(records), "file": str(out), "model_calls": expert.stats.misses}
 
 
 def assemble(records: list[Record], cfg: RunConfig, run_dir: str | Path,
-             models: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+             models: dict[str, str] | None = None,
+             calls: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Stage 05: dedup and split; writes the stage file, the dataset and its card, the
-    funnel (computed here, once) and the data report."""
+    funnel (computed here, once; with `calls`, each stage's model calls, cache hits,
+    failures, HTTP attempts and tokens beside its counts) and the data report."""
     from .funnel import funnel
     from .pipeline.assemble import assemble as assemble_records
     from .report.data import write_data_report
@@ -254,11 +284,15 @@ def assemble(records: list[Record], cfg: RunConfig, run_dir: str | Path,
     if cfg.domain.name != "safety":
         info["terms"] = "See the licence or terms of the source texts named above."
         info["intended_use"] = f"Preference-tuning research in the {cfg.domain.name} domain."
-    summary = write_dataset(run, assemble_records(records, cfg.assemble), info)
+    done = assemble_records(records, cfg.assemble)
+    records = done.records
+    summary = write_dataset(run, done, info)
     fun = funnel(run.stage_files())
+    if calls:
+        fun["calls"] = calls
     run.write_json(run.funnel, fun)
     write_data_report(run)
-    return {"assemble": summary, "funnel": fun}
+    return {"assemble": summary, "funnel": fun, "records": records}
 
 
 def write_dataset(run: RunDir, done: Any, info: dict[str, Any]) -> dict[str, Any]:
@@ -291,19 +325,35 @@ def check_run(cfg: RunConfig, sources: list[Record], pool: Backends) -> None:
         check_backends(cfg.induce, roles.induce, roles.forward)
 
 
-def run(cfg: RunConfig, run_dir: str | Path, limit: int | None = None) -> dict[str, Any]:
+def run(cfg: RunConfig, run_dir: str | Path, limit: int | None = None,
+        force: bool = False) -> dict[str, Any]:  # fmt: skip
     """The whole data pipeline; returns the summary (the funnel is in DIR/funnel.json).
 
     reverse-train (skipped when a reverse model is configured or cached) -> 01 induce ->
     02 filter -> 03 respond -> 04 judge -> 05 assemble. Each model role is built once and
     shared by the stages. Resumable: every model call is cached, so a restarted run
-    recomputes finished work from the cache without loading a model.
+    recomputes finished work from the cache without loading a model. One process writes
+    a run directory at a time; a directory made with another config is refused unless
+    `force` (which clears its old outputs). Raises `RunFailed` (after writing every file)
+    when records were lost to failed requests or too few pairs came out.
     """
     run_ = RunDir(run_dir)
-    run_.root.mkdir(parents=True, exist_ok=True)
     sources = read_sources(cfg, limit)
     pool = Backends(cfg.cache)
     check_run(cfg, sources, pool)
+    with run_.lock():
+        run_.begin(config_hash(cfg, limit), force)
+        summary, problem = _run_locked(cfg, run_, sources, pool)
+        run_.finish()
+    if problem is not None:
+        problem.summary = summary  # type: ignore[attr-defined]
+        raise problem
+    return summary
+
+
+def _run_locked(cfg: RunConfig, run_: RunDir, sources: list[Record],
+                pool: Backends) -> tuple[dict[str, Any], Any]:  # fmt: skip
+    """The stages, in order, in a locked run directory; returns (summary, problem)."""
     started = time.time()
     reverse_info = ensure_reverse_model(cfg)
     roles = resolve_roles(cfg, pool)
@@ -319,16 +369,27 @@ def run(cfg: RunConfig, run_dir: str | Path, limit: int | None = None) -> dict[s
         results.append(result)
         records = result.records
     log.info("run: stage %02d/%02d assemble", last, last)
-    assembled = assemble(records, cfg, run_.root, models)
-    return {
+    assembled = assemble(records, cfg, run_.root, models, {r.name: r.calls for r in results})
+    summary = {
         "run_dir": str(run_.root),
         "sources": len(sources),
         "stages": [reverse_info] + [r.summary() for r in results],
         "dataset": {k: assembled["assemble"].get(k) for k in SPLITS},
         "seconds": round(time.time() - started, 1),
-        "model_calls": sum(r.calls.get("model_calls", 0) for r in results),
-        "cache_hits": sum(r.calls.get("cache_hits", 0) for r in results),
+        **call_totals(results),
     }
+    final = assembled["records"]
+    log.info("done: %d pairs (%d train, %d test) in %s", sum(summary["dataset"].values()),
+             summary["dataset"]["train"], summary["dataset"]["test"], run_.dataset)  # fmt: skip
+    log.info("report: %s", run_.report_html)
+    return summary, outcome.check(cfg.success, final, assembled["funnel"], cfg)
+
+
+def call_totals(results: list[StageResult]) -> dict[str, int]:
+    """Model calls, cache hits, failed calls and (endpoints) HTTP attempts, retries and
+    tokens, summed over the stages."""
+    keys = dict.fromkeys(k for r in results for k in r.calls)
+    return {k: sum(r.calls.get(k, 0) for r in results) for k in keys}
 
 
 # ---------------------------------------------------------------- training
@@ -336,11 +397,14 @@ def run(cfg: RunConfig, run_dir: str | Path, limit: int | None = None) -> dict[s
 
 def load_training_data(data: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
     """Preference rows for SFT/DPO: `hh` (the shipped HH-RLHF training part), a run or
-    dataset directory, a TRL-format jsonl, or a released Safer-Instruct csv."""
+    dataset directory (refused while incomplete), a TRL-format jsonl, or a released
+    Safer-Instruct csv."""
     from .preferences import load_hh, load_preferences
 
     if str(data) == "hh":
         return load_hh(split="train", limit=limit)
+    if Path(data).is_dir():
+        RunDir(data).require_complete("--data")
     return load_preferences(data, limit=limit)
 
 
@@ -437,6 +501,8 @@ def eval_safety(model: str, prompts: Path | None = None, column: str = "prompt",
     for path in (prompts, data):
         if path is not None and not Path(path).exists():
             raise BadInput(f"file not found: {path}")
+    if data is not None and Path(data).is_dir():
+        RunDir(data).require_complete("--data")
     backend = Backends(cache).get(parse_model_spec(model))
     return safety(backend, harmful_prompts(prompts, column, data, limit), max_new_tokens)
 
@@ -502,6 +568,8 @@ def report(models: dict[str, str], out: str | Path, cfg: CompareConfig | None = 
     for path in (cfg.harmful_prompts, cfg.data):
         if path is not None and not Path(path).exists():
             raise BadInput(f"file not found: {path}")
+    if cfg.data is not None and Path(cfg.data).is_dir():
+        RunDir(cfg.data).require_complete("--data")
     pool = Backends(cache)
     entries = {n: Entry(spec, pool.get(parse_model_spec(spec))) for n, spec in models.items()}
     ref_spec = reference or next(iter(models.values()))
@@ -548,8 +616,9 @@ def models() -> dict[str, Any]:
 
 
 def serve(model: ModelConfig, host: str = "127.0.0.1", port: int = 8000,
-          served_name: str | None = None) -> None:  # fmt: skip
-    """Serve a local model over the OpenAI-compatible protocol until stopped."""
+          served_name: str | None = None, api_key: str | None = None) -> None:  # fmt: skip
+    """Serve a local model over the OpenAI-compatible protocol until stopped (with
+    `api_key`, clients must send it as their bearer token)."""
     from .serve import serve as serve_model
 
-    serve_model(model, host=host, port=port, served_name=served_name)
+    serve_model(model, host=host, port=port, served_name=served_name, api_key=api_key)

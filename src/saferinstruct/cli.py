@@ -36,7 +36,7 @@ from .config import (
     parse_model_spec,
     spec_of,
 )
-from .errors import BadInput
+from .errors import BadInput, RunFailed
 
 app = typer.Typer(
     add_completion=False,
@@ -144,12 +144,15 @@ def run_cmd(
     config: ConfigOpt = None,
     limit: LimitOpt = None,
     set_: SetOpt = None,
+    force: Annotated[
+        bool, typer.Option(help="replace the outputs of a directory made with another config")
+    ] = False,
 ) -> None:
     """Run the data pipeline: reverse-train (or reuse), induce, filter, respond, judge, assemble."""
     from . import api
 
     cfg = api.load_config(config, set_ or [])
-    _print_json(api.run(cfg, out, limit=limit))
+    _print_json(api.run(cfg, out, limit=limit, force=force))
 
 
 @app.command("reverse-train")
@@ -232,9 +235,7 @@ def _stage_command(stage: str, out: Path, input: Path | None, config: Path | Non
     from . import api
 
     cfg = api.load_config(config, set_ or [])
-    records = api.stage_input(stage, out, input)
-    result = getattr(api, stage)(records, cfg, out)
-    _print_json(result.summary())
+    _print_json(api.stage_command(stage, cfg, out, input))
 
 
 @app.command("filter")
@@ -296,12 +297,7 @@ def assemble_cmd(
     out: RunDirOpt, input: InputOpt = None, config: ConfigOpt = None, set_: SetOpt = None
 ) -> None:
     """Dedup, split by source text, write dataset/{train,test}.jsonl, card, funnel, report."""
-    from . import api
-
-    cfg = api.load_config(config, set_ or [])
-    records = api.stage_input("assemble", out, input)
-    result = api.assemble(records, cfg, out)
-    _print_json(result["assemble"])
+    _stage_command("assemble", out, input, config, set_)
 
 
 # ---------------------------------------------------------------- training
@@ -542,13 +538,24 @@ def serve_cmd(
     dtype: Annotated[
         str, typer.Option(help="'auto' (bf16 on GPUs that have it, else fp32), or a torch dtype")
     ] = "auto",
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(help="require this environment variable's value as the bearer key"),
+    ] = None,
 ) -> None:
     """Serve a local model over the OpenAI-compatible protocol (chat and text completions)."""
+    import os
+
     from . import api
 
     cfg = dataclasses.replace(parse_model_spec(model), batch_size=batch_size, device=device,
                               dtype=dtype)  # fmt: skip
-    api.serve(cfg, host=host, port=port, served_name=served_name)
+    key = None
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise BadInput(f"--api-key-env: environment variable {api_key_env} is not set")
+    api.serve(cfg, host=host, port=port, served_name=served_name, api_key=key)
 
 
 def _setup_logging() -> None:
@@ -576,7 +583,12 @@ def main() -> None:
         app()
     except BadInput as e:
         sys.stderr.write(f"error: {e}\n")
-        sys.exit(2)
+        sys.exit(e.exit_code)
+    except RunFailed as e:  # the files are written: the figures still go to stdout
+        if getattr(e, "summary", None) is not None:
+            _print_json(e.summary)  # type: ignore[attr-defined]
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: finished work is kept in the call cache\n")
         sys.exit(130)

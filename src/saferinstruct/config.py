@@ -19,6 +19,9 @@ short form, read by `parse_model_spec`, in YAML as well as on the command line.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -50,8 +53,21 @@ class ModelConfig:
         default=None, metadata=_doc("openai: endpoint URL, e.g. http://127.0.0.1:8000/v1")
     )
     api_key_env: str = field(
-        default="OPENAI_API_KEY", metadata=_doc("openai: env var holding the API key")
+        default="OPENAI_API_KEY",
+        metadata=_doc("openai: env var holding the API key (a name ending _API_KEY or _TOKEN)"),
     )
+    api_key_file: str | None = field(
+        default=None, metadata=_doc("openai: a file holding the API key (instead of the env)")
+    )
+    allow_any_key_env: bool = field(
+        default=False,
+        metadata=_doc("openai: let api_key_env name any variable (it is sent to base_url)"),
+    )
+    revision: str | None = field(
+        default=None,
+        metadata=_doc("openai: part of the cache identity; change it when the model behind "
+                      "the served name changes"),
+    )  # fmt: skip
     batch_size: int = field(default=16, metadata=_doc("local: prompts per generate() batch"))
     device: str = field(default="auto", metadata=_doc("local: 'auto', 'cpu', 'cuda', 'cuda:1'"))
     dtype: str = field(
@@ -63,6 +79,11 @@ class ModelConfig:
     max_failures_in_row: int = field(
         default=8, metadata=_doc("openai: this many failed requests in a row = endpoint down")
     )
+    retry_timeouts: bool = field(
+        default=False,
+        metadata=_doc("openai: send a timed-out request again (the server may still be "
+                      "working on the first: paid twice)"),
+    )  # fmt: skip
     supports_logprobs: bool = field(
         default=True, metadata=_doc("openai: the endpoint returns top_logprobs")
     )
@@ -182,7 +203,14 @@ class ReverseTrainConfig:
     learning_rate: float = field(default=1e-4, metadata=_doc("peak learning rate"))
     batch_size: int = field(default=8, metadata=_doc("sequences per step"))
     epochs: float = field(default=1.0, metadata=_doc("passes over the training pairs"))
-    max_minutes: float | None = field(default=30.0, metadata=_doc("stop cleanly after this"))
+    max_steps: int | None = field(
+        default=None, metadata=_doc("optimizer steps (the schedule ends there); null = epochs")
+    )
+    max_minutes: float | None = field(
+        default=None,
+        metadata=_doc("a guard: stop after this, save, and resume on the next call (a cut "
+                      "model is never reused as finished)"),
+    )  # fmt: skip
     seed: int = field(default=0, metadata=_doc("training seed"))
 
 
@@ -316,6 +344,22 @@ class AssembleConfig:
 
 
 @dataclass
+class SuccessConfig:
+    """What counts as a successful run (else it ends with exit 3 or 4 and says why)."""
+
+    max_failed_share: float = field(
+        default=0.0,
+        metadata=_doc("records lost to failed model requests allowed, as a share of the "
+                      "sources (0: any lost record fails the run, exit 3)"),
+    )  # fmt: skip
+    min_pair_share: float = field(
+        default=0.0,
+        metadata=_doc("fewest pairs, as a share of the sources (0: only no pairs at all "
+                      "fails the run, exit 4)"),
+    )  # fmt: skip
+
+
+@dataclass
 class RunConfig:
     """One whole run. Sections mirror the pipeline order."""
 
@@ -336,6 +380,9 @@ class RunConfig:
     respond: RespondConfig = field(default_factory=RespondConfig, metadata=_doc("responses"))
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata=_doc("pair checks"))
     assemble: AssembleConfig = field(default_factory=AssembleConfig, metadata=_doc("dataset"))
+    success: SuccessConfig = field(
+        default_factory=SuccessConfig, metadata=_doc("what counts as a successful run")
+    )
     cache: str | None = field(
         default=None, metadata=_doc("SQLite call cache; null = one shared file in user cache")
     )
@@ -369,7 +416,13 @@ class TrainStepConfig:
     epochs: float = field(default=1.0, metadata=_doc("passes over the data"))
     max_length: int = field(default=256, metadata=_doc("tokens per sequence"))
     max_pairs: int | None = field(default=None, metadata=_doc("use at most N pairs"))
-    max_minutes: float | None = field(default=None, metadata=_doc("stop cleanly after this"))
+    max_steps: int | None = field(
+        default=None, metadata=_doc("optimizer steps (the schedule ends there); null = epochs")
+    )
+    max_minutes: float | None = field(
+        default=None,
+        metadata=_doc("a guard: stop after this and save; the next call resumes the training"),
+    )
     seed: int = field(default=0, metadata=_doc("training seed"))
     beta: float = field(default=0.1, metadata=_only("dpo", "DPO beta (the paper: 0.1)"))
     precompute_ref: bool = field(
@@ -530,8 +583,30 @@ def resolve_paths(cfg: RunConfig, base: Path, where: str) -> None:
             raise BadInput(f"{where}: {key}.backend: expected 'local' or 'openai'")
         if model is not None and model.backend == "openai" and not model.base_url:
             raise BadInput(f"{where}: {key}.base_url is required for backend 'openai'")
+        if model is not None and model.backend == "openai":
+            check_key_source(model, where, key)
+            if model.api_key_file:
+                model.api_key_file = _existing(base, model.api_key_file, where,
+                                               f"{key}.api_key_file")  # fmt: skip
+    for key in ("max_failed_share", "min_pair_share"):
+        if not 0.0 <= getattr(cfg.success, key) <= 1.0:
+            raise BadInput(f"{where}: success.{key}: expected a number in [0, 1]")
     if cfg.cache:
         cfg.cache = str((base / cfg.cache).resolve())
+
+
+KEY_ENV = re.compile(r"[A-Z][A-Z0-9_]*(?:_API_KEY|_TOKEN)|API_KEY")
+
+
+def check_key_source(model: ModelConfig, where: str, key: str) -> None:
+    """The API key may come only from a variable named like a key (or one allowed
+    explicitly), or from a key file: a config someone else wrote must not send, say,
+    AWS_SECRET_ACCESS_KEY as a bearer token to a host of their choosing."""
+    if not model.allow_any_key_env and not KEY_ENV.fullmatch(model.api_key_env):
+        raise BadInput(
+            f"{where}: {key}.api_key_env: {model.api_key_env!r} does not look like an API key "
+            "variable (*_API_KEY, *_TOKEN); set allow_any_key_env: true to send it anyway"
+        )
 
 
 def _existing(base: Path, value: str, where: str, key: str) -> str:
@@ -544,6 +619,14 @@ def _existing(base: Path, value: str, where: str, key: str) -> str:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: RunConfig, limit: int | None = None) -> str:
+    """What a run directory's outputs depend on: every setting (the call cache's place
+    aside: it changes no result) and the per-category limit."""
+    doc = {k: v for k, v in to_dict(cfg).items() if k != "cache"}
+    blob = json.dumps({"config": doc, "limit": limit}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def load_run_config(path: Path) -> RunConfig:

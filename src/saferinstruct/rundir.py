@@ -8,18 +8,33 @@
     DIR/funnel.json                 counts in and out of every stage
     DIR/report.html, report.md      the data report; report.json its numbers,
     DIR/report_files/*.png          and the plots the Markdown links
+    DIR/run.json                    the config hash and whether the last run finished
+    DIR/.lock                       held by the one process writing here
 
-Writes go through `RunDir.write` (atomic: a reader never sees half a file).
+Writes go through `RunDir.write` (atomic: a reader never sees half a file). One process
+writes a run directory at a time (`lock`: a second one is told which process holds it).
+`begin` refuses a config other than the one the directory was made with (unless
+`force`, which clears the old outputs first) and marks the directory running; `finish`
+marks it complete; `require_complete` is what `sft`, `dpo` and `report` ask before
+reading a run's dataset.
 
     run = RunDir("runs/quick")
     run.stage("filter")             # runs/quick/stages/02-filter.jsonl
-    run.write(run.funnel, json.dumps(counts))
+    with run.lock():
+        run.begin(config_hash(cfg))
+        ...
+        run.finish()
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +119,19 @@ class RunDir:
     def report_image(self, name: str) -> Path:
         return self.report_files / f"{name}.png"
 
+    @property
+    def state(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    def outputs(self) -> list[Path]:
+        """Everything a run writes here (what `begin(force=True)` clears)."""
+        return [self.root / "stages", self.dataset, self.config, self.funnel, self.report_html,
+                self.report_md, self.report_json, self.report_files, self.state]  # fmt: skip
+
     def relative(self, path: Path) -> str:
         """`path` as the report and card link it: relative to the run directory."""
         return Path(path).relative_to(self.root).as_posix()
@@ -118,6 +146,81 @@ class RunDir:
 
     def write_jsonl(self, path: Path, rows: Iterable[dict[str, Any]]) -> int:
         return write_jsonl_atomic(path, rows)
+
+    # ---------------------------------------------------------------- one writer, state
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the directory's lock while writing (released when the process ends, even
+        by kill -9); BadInput naming the holder when another process has it."""
+        import fcntl
+
+        if self.root.exists() and not self.root.is_dir():
+            raise BadInput(f"--out {self.root}: is a file, not a run directory")
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+                raise BadInput(f"{self.root} is in use by {holder}: wait for it to finish, "
+                               "or write to another --out") from None  # fmt: skip
+            os.ftruncate(fd, 0)
+            started = time.strftime("%Y-%m-%d %H:%M:%S")
+            command = " ".join(os.path.basename(a) if i == 0 else a
+                               for i, a in enumerate(sys.argv[:4]))  # fmt: skip
+            os.write(fd, f"process {os.getpid()} ({command}, since {started})".encode())
+            yield
+        finally:
+            os.close(fd)
+
+    def read_state(self) -> dict[str, Any]:
+        if not self.state.exists():
+            return {}
+        try:
+            return json.loads(self.state.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            return {}
+
+    def begin(self, config_hash: str, force: bool = False) -> None:
+        """Start a run here: the same config as before (or a new directory), else
+        BadInput unless `force`, which removes the old outputs first."""
+        old = self.read_state().get("config_hash")
+        if old is not None and old != config_hash:
+            if not force:
+                raise BadInput(
+                    f"{self.root} was made with another config (hash {old[:12]}, now "
+                    f"{config_hash[:12]}): write to a new --out (the call cache makes "
+                    "unchanged work free), or add --force to replace its outputs"
+                )
+            for path in self.outputs():
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        self.mark("running", config_hash)
+
+    def mark(self, status: str, config_hash: str | None = None) -> None:
+        state = self.read_state()
+        state.update(status=status, pid=os.getpid(), updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if config_hash is not None:
+            state["config_hash"] = config_hash
+        self.write_json(self.state, state)
+
+    def finish(self) -> None:
+        self.mark("complete")
+
+    def incomplete(self) -> bool:
+        return self.read_state().get("status") == "running"
+
+    def require_complete(self, what: str) -> None:
+        """BadInput when the last run here did not finish (its files may be stale)."""
+        if self.incomplete():
+            raise BadInput(
+                f"{what}: {self.root} is incomplete: its last run (process "
+                f"{self.read_state().get('pid')}) did not finish; run it again first "
+                "(finished work comes from the call cache)"
+            )
 
     def read_funnel(self) -> dict[str, Any]:
         """The funnel `assemble` wrote; BadInput when the run has not been assembled."""

@@ -59,9 +59,9 @@ def run_stage(
     backends: Iterable[CachedBackend] = (),
 ) -> StageResult:
     """Apply `fn` chunk by chunk and write the stage file; returns counts for the funnel."""
-    backends = list(backends)
+    backends = list(dict.fromkeys(backends))  # a backend serving two roles counts once
     start = time.time()
-    before = [(b.stats.hits, b.stats.misses, b.stats.errors) for b in backends]
+    before = [_counters(b) for b in backends]
     out: list[Record] = []
     with stage_progress(name, total) as bar:
         chunk: list[Record] = []
@@ -87,8 +87,20 @@ def _process(fn: Callable, chunk: list[Record], bar: Any, backends: list[CachedB
     return done
 
 
-def _call_counts(backends: list[CachedBackend], before: list[tuple[int, int, int]]) -> dict:
-    hits = sum(b.stats.hits - h for b, (h, _, _) in zip(backends, before, strict=True))
-    misses = sum(b.stats.misses - m for b, (_, m, _) in zip(backends, before, strict=True))
-    errors = sum(b.stats.errors - e for b, (_, _, e) in zip(backends, before, strict=True))
-    return {"cache_hits": hits, "model_calls": misses, "failed_calls": errors}
+def _counters(backend: CachedBackend) -> dict[str, int]:
+    """Cache hits, model calls, failed calls, and (endpoints) HTTP attempts and tokens."""
+    stats = backend.stats
+    counts = {"cache_hits": stats.hits, "model_calls": stats.misses, "failed_calls": stats.errors}
+    for key, value in backend.usage().items():
+        if key in ("attempts", "retries", "prompt_tokens", "completion_tokens"):
+            counts[f"http_{key}" if key in ("attempts", "retries") else key] = value
+    return counts
+
+
+def _call_counts(backends: list[CachedBackend], before: list[dict[str, int]]) -> dict:
+    """What this stage added to each counter, summed over its backends."""
+    total: dict[str, int] = {"cache_hits": 0, "model_calls": 0, "failed_calls": 0}
+    for backend, start in zip(backends, before, strict=True):
+        for key, value in _counters(backend).items():
+            total[key] = total.get(key, 0) + value - start.get(key, 0)
+    return total

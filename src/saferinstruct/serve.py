@@ -13,7 +13,8 @@ uvicorn;
 
 Endpoints:
 
-- `GET /v1/models` (and `/v1/models/{id}`): the one served model.
+- `GET /v1/models` (and `/v1/models/{id}`): the one served model; its `root` is the
+  model's identity (path and content hash), which clients use as their cache key.
 - `POST /v1/chat/completions`: `messages`, `temperature` (default 1), `top_p`,
   `max_tokens` / `max_completion_tokens` (default 256), `stop` (str or list), `seed`,
   `n`, `logprobs` + `top_logprobs` (every choice), `response_format` (`json_schema`,
@@ -25,6 +26,10 @@ Endpoints:
 - `GET /stats`: requests received, total and per path (`/stats` itself is not counted),
   and the number of `generate()` batches run.
 - `GET /health`.
+
+It binds 127.0.0.1 unless told otherwise; with an API key (`--api-key-env NAME`: the key
+is read from that environment variable), every path but `/health` needs
+`Authorization: Bearer <key>`, else 401.
 
 Errors use the OpenAI format `{"error": {"message", "type", "param", "code"}}`: an
 unknown model is 404, a bad body is 400 (also `stream: true`: streaming is not
@@ -39,9 +44,10 @@ Limitations:
   forward pass under the raw model distribution (temperature 1, no top-p, no JSON-schema
   mask). For greedy decoding this is exactly what decoding saw, except in the rare case
   where re-tokenizing the text gives other tokens than the ones generated.
-- With sampling, a request's `seed` seeds the whole batch it shares with other requests,
-  so the same seeded request may sample differently under concurrent load. Without a
-  `seed`, sampling requests get a random one. Greedy results do not depend on seeds.
+- With sampling, each request samples with its own `seed` (its own random stream, see
+  `llm/local.py`), so the same seeded request gives the same answer whatever else shares
+  its batch. Without a `seed`, sampling requests get a random one. Greedy results do
+  not depend on seeds.
 - `top_logprobs` of text completions is a dict keyed by token text, so tokens with the
   same text (partial UTF-8 characters all decode to U+FFFD) share one entry; the chat
   endpoint lists every token with its `bytes`.
@@ -242,7 +248,11 @@ class _Job:
 
 
 def _params_key(params: GenParams) -> str:
-    return json.dumps(params.key(), sort_keys=True)
+    """Requests that can share one generate() call: the same settings but the seed (each
+    keeps its own, see `_generate`)."""
+    key = params.key()
+    del key["seed"]
+    return json.dumps(key, sort_keys=True)
 
 
 class ModelWorker:
@@ -322,8 +332,11 @@ class ModelWorker:
                 _settle(job.future, job.fn)
 
     def _generate(self, jobs: list[_Job]) -> None:
-        params = jobs[0].params
-        assert params is not None
+        from dataclasses import replace
+
+        first = jobs[0].params
+        assert first is not None
+        params = replace(first, seeds=tuple(j.params.seed for j in jobs))  # type: ignore[union-attr]
         try:
             outs = self.backend.generate([j.prompt for j in jobs], params)  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
@@ -589,14 +602,21 @@ async def _generate_all(
     return list(comps)
 
 
-def _model_card(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "saferinstruct"}
+def _model_card(name: str, root: str) -> dict[str, Any]:
+    """`root` is the served model's identity (path and content hash): clients key their
+    caches on it, so other weights under the same name are never mistaken for these."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "saferinstruct",
+            "root": root}  # fmt: skip
 
 
-def create_app(backend: LocalBackend, served_name: str) -> FastAPI:
-    """The FastAPI app serving `backend` as `served_name`; loads nothing by itself."""
+def create_app(backend: LocalBackend, served_name: str, api_key: str | None = None) -> FastAPI:
+    """The FastAPI app serving `backend` as `served_name`; loads nothing by itself. With
+    `api_key`, every path but /health needs `Authorization: Bearer <api_key>` (else 401)."""
+    import hmac
+
     worker = ModelWorker(backend)
     stats = _Stats()
+    root = backend.identity()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -613,6 +633,11 @@ def create_app(backend: LocalBackend, served_name: str) -> FastAPI:
     ) -> Response:
         if request.url.path != "/stats":
             stats.count(request.url.path)
+        if api_key and request.url.path != "/health":
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                return error_response(ApiError(401, "Invalid or missing API key.",
+                                               code="invalid_api_key"))  # fmt: skip
         return await call_next(request)
 
     @app.get("/stats")
@@ -625,13 +650,13 @@ def create_app(backend: LocalBackend, served_name: str) -> FastAPI:
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(served_name)]}
+        return {"object": "list", "data": [_model_card(served_name, root)]}
 
     @app.get("/v1/models/{name:path}")
     async def get_model(name: str) -> dict[str, Any]:
         if name != served_name:
             raise ApiError(404, f"The model `{name}` does not exist.", code="model_not_found")
-        return _model_card(served_name)
+        return _model_card(served_name, root)
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest) -> dict[str, Any]:
@@ -678,6 +703,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     served_name: str | None = None,
+    api_key: str | None = None,
 ) -> None:
     """Load `model` (a local model config: path, batch size, device, dtype) now, so the
     first request is not slow, then serve it until stopped."""
@@ -694,4 +720,4 @@ def serve(
     log.info("serve: loading %s", model.model)
     backend.load()
     log.info("serve: %s as %r on http://%s:%d/v1", model.model, name, host, port)
-    uvicorn.run(create_app(backend, name), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(backend, name, api_key), host=host, port=port, log_level="info")

@@ -11,6 +11,7 @@ Failures of single requests are returned, not raised: a `Completion` or `Score` 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,6 +30,10 @@ class GenParams:
     stop: tuple[str, ...] = ()
     """Generation ends at the first of these strings; the string itself is cut off."""
     seed: int = 0
+    seeds: tuple[int, ...] | None = None
+    """One seed per prompt (the stages derive it from the record's id): a prompt's sample
+    then depends on nothing else in its batch. None: every prompt samples with `seed`
+    (the local backend mixes in the prompt, which is also batch-independent)."""
     n: int = 1
     """Number of samples per prompt."""
     json_schema: dict[str, Any] | None = None
@@ -36,10 +41,34 @@ class GenParams:
     top_logprobs: int = 0
     """When > 0, also return the top-k log-probs of each generated token (first sample)."""
 
-    def key(self) -> dict[str, Any]:
+    def key(self, index: int | None = None) -> dict[str, Any]:
+        """The cache key's parameters (of prompt `index`, with its own seed when sampling
+        with per-prompt seeds; greedy answers ignore seeds)."""
         d = asdict(self)
         d["stop"] = list(self.stop)
+        del d["seeds"]
+        if self.seeds is not None and index is not None and self.temperature > 0:
+            d["seed"] = self.seeds[index]
         return d
+
+    def seed_of(self, index: int) -> int:
+        """The seed prompt `index` samples with."""
+        return self.seeds[index] if self.seeds is not None else self.seed
+
+    def subset(self, indices: list[int]) -> GenParams:
+        """These settings for the prompts at `indices` only (their seeds kept)."""
+        if self.seeds is None:
+            return self
+        from dataclasses import replace
+
+        return replace(self, seeds=tuple(self.seeds[i] for i in indices))
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any parts (a stage, a record id, an attempt, a seed):
+    the same parts give the same seed in every process and on every machine."""
+    blob = "\x00".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") & 0x7FFFFFFF
 
 
 @dataclass

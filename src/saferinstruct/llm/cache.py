@@ -4,9 +4,16 @@ A key is the sha256 of (backend kind, model identity, operation, parameters, pro
 `CachedBackend` wraps any backend: it answers what the cache holds and sends only the
 misses to the model, so a rerun makes no call twice and a fully cached run never loads
 the model (identity is a content hash, not a load). Each finished call is committed at
-once, so a killed run resumes where it stopped. WAL mode; safe with two processes
-(SQLite's own locking, with a busy timeout). Failed calls are not cached: they are
-tried again on the next run.
+once, so a killed run resumes where it stopped. WAL mode; safe with several processes
+(SQLite's own locking, with a busy timeout). Failed calls are not cached: they are tried
+again on the next run.
+
+No call is paid twice across processes sharing the file: before sending, a process
+*claims* its missing keys (a `claims` table: owner host, pid, time); keys another live
+process has claimed are waited for and then read from the cache, not sent again. A
+claim of a process that died (kill -9) or is older than `CLAIM_TTL_S` is taken over.
+
+A file that is not a readable SQLite cache is `BadInput` naming it and the way out.
 
     cache = CallCache(Path("calls.sqlite"))
     backend = CachedBackend(LocalBackend("embedded"), cache)
@@ -16,15 +23,36 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import secrets
+import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import EndpointDown
+from ..errors import BadInput, EndpointDown
 from .base import Backend, Capabilities, Completion, GenParams, Prompt, Score
+
+log = logging.getLogger("saferinstruct")
+
+CLAIM_TTL_S = 3600.0
+"""A claim older than this is taken over even if its process still lives."""
+WAIT_POLL_S = 0.25
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 class CallCache:
@@ -34,11 +62,26 @@ class CallCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._db() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS calls "
-                "(key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
-            )
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(4)}"
+        try:
+            with self._db() as db:
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS calls "
+                    "(key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
+                )
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT "
+                    "NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, created REAL NOT NULL)"
+                )
+        except sqlite3.DatabaseError as e:
+            raise self.broken(e) from None
+
+    def broken(self, error: Exception) -> BadInput:
+        return BadInput(
+            f"call cache {self.path} is not a readable SQLite file ({error}): move it aside "
+            "(finished calls in it are lost) or point `cache:` / SAFER_INSTRUCT_CACHE elsewhere"
+        )
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -52,28 +95,110 @@ class CallCache:
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
         db = self._db()
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = db.execute(f"SELECT key, value FROM calls WHERE key IN ({marks})", chunk)
-            found.update((k, json.loads(v)) for k, v in rows)
+        try:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(f"SELECT key, value FROM calls WHERE key IN ({marks})", chunk)
+                found.update((k, json.loads(v)) for k, v in rows)
+        except sqlite3.DatabaseError as e:
+            raise self.broken(e) from None
         return found
 
     def put_many(self, items: dict[str, Any]) -> None:
         if not items:
             return
         now = time.time()
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany(
+        self._write(
+            lambda db: db.executemany(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?, ?)",
                 [(k, json.dumps(v), now) for k, v in items.items()],
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        )
+
+    def _write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as e:
+            raise self.broken(e) from None
+        return result
+
+    # ---------------------------------------------------------------- claims
+    def claim(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        """Claim the keys nobody is computing: (mine: claimed now, to send; theirs: a live
+        process is computing them). Keys answered meanwhile are in neither."""
+
+        def work(db: sqlite3.Connection) -> tuple[list[str], list[str]]:
+            mine, theirs = [], []
+            now = time.time()
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                done = {k for (k,) in db.execute(
+                    f"SELECT key FROM calls WHERE key IN ({marks})", chunk)}  # fmt: skip
+                held = self._held_by_others(db, chunk)
+                for key in chunk:
+                    if key in done:
+                        continue
+                    if key in held:
+                        theirs.append(key)
+                        continue
+                    db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?)",
+                               (key, self.owner, self.host, os.getpid(), now))  # fmt: skip
+                    mine.append(key)
+            return mine, theirs
+
+        return self._write(work)
+
+    def _held_by_others(self, db: sqlite3.Connection, keys: list[str]) -> set[str]:
+        """Those of `keys` (at most 500) a live other process has claimed."""
+        marks = ",".join("?" * len(keys))
+        rows = db.execute(
+            f"SELECT key, owner, host, pid, created FROM claims WHERE key IN ({marks})", keys
+        )
+        return {key for key, owner, host, pid, created in rows
+                if owner != self.owner and self._live(host, pid, created)}  # fmt: skip
+
+    def _live(self, host: str, pid: int, created: float) -> bool:
+        if time.time() - created > CLAIM_TTL_S:
+            return False
+        return host != self.host or _alive(pid)
+
+    def release(self, keys: list[str]) -> None:
+        """Drop our claims on `keys` (answered, or failed: another process may try)."""
+
+        def work(db: sqlite3.Connection) -> None:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"DELETE FROM claims WHERE owner = ? AND key IN ({marks})",
+                           [self.owner, *chunk])  # fmt: skip
+
+        if keys:
+            self._write(work)
+
+    def wait_for(self, keys: list[str]) -> dict[str, Any]:
+        """Wait while another live process holds claims on `keys`; returns what it stored
+        (keys it gave up on, or that failed, are missing: the caller claims them)."""
+        log.info("cache: waiting for %d calls another process is making", len(keys))
+        while True:
+            found = self.get_many(keys)
+            left = [k for k in keys if k not in found]
+            if not left:
+                return found
+            held = set()
+            for start in range(0, len(left), 500):
+                held |= self._held_by_others(self._db(), left[start : start + 500])
+            if not held:
+                return {**found, **self.get_many(left)}
+            time.sleep(WAIT_POLL_S)
 
     def __len__(self) -> int:
         return self._db().execute("SELECT COUNT(*) FROM calls").fetchone()[0]
@@ -115,11 +240,16 @@ class CachedBackend:
     def capabilities(self) -> Capabilities:
         return self.inner.capabilities()
 
+    def usage(self) -> dict[str, int]:
+        """The inner backend's HTTP counts (attempts, retries, failed, tokens), if any."""
+        usage = getattr(self.inner, "usage", None)
+        return asdict(usage()) if usage is not None else {}
+
     def generate(self, prompts: list[Prompt], params: GenParams) -> list[Completion]:
-        keys = [self._key("generate", params.key(), p) for p in prompts]
+        keys = [self._key("generate", params.key(i), p) for i, p in enumerate(prompts)]
         return self._through(
             keys,
-            lambda idx: self.inner.generate([prompts[i] for i in idx], params),
+            lambda idx: self.inner.generate([prompts[i] for i in idx], params.subset(idx)),
             Completion,
         )
 
@@ -140,25 +270,43 @@ class CachedBackend:
         return call_key(self.kind, self.identity(), op, params, prompt)
 
     def _through(self, keys: list[str], call: Any, cls: Any) -> list[Any]:
-        found = self.cache.get_many(list(dict.fromkeys(keys)))
-        missing = [i for i, k in enumerate(keys) if k not in found]
-        self.stats.hits += len(keys) - len(missing)
-        self.stats.misses += len(missing)
-        fresh: dict[str, Any] = {}
-        if missing:
-            self.stats.calls.append(len(missing))
-            try:
-                results = call(missing)
-            except EndpointDown as down:  # keep what finished before the endpoint died
-                self.cache.put_many(
-                    {keys[missing[j]]: asdict(r) for j, r in down.partial.items()}  # type: ignore[call-overload]
-                )
-                raise
-            for i, result in zip(missing, results, strict=True):
-                if result.error is None:
-                    fresh[keys[i]] = asdict(result)
-                else:
-                    self.stats.errors += 1
-                found.setdefault(keys[i], asdict(result))
-            self.cache.put_many(fresh)
+        """Cached answers, others' answers waited for, the rest sent (each key once)."""
+        unique = list(dict.fromkeys(keys))
+        first = {k: keys.index(k) for k in unique}
+        found = self.cache.get_many(unique)
+        self.stats.hits += sum(k in found for k in keys)
+        todo = [k for k in unique if k not in found]
+        while todo:
+            mine, theirs = self.cache.claim(todo)
+            if mine:
+                found.update(self._send(mine, first, keys, call))
+            if theirs:
+                found.update(self.cache.wait_for(theirs))
+                self.stats.hits += sum(keys.count(k) for k in theirs if k in found)
+            todo = [k for k in todo if k not in found]
         return [cls(**found[k]) for k in keys]
+
+    def _send(self, mine: list[str], first: dict[str, int], keys: list[str],
+              call: Any) -> dict[str, Any]:  # fmt: skip
+        """Send the claimed keys (one prompt each), store the answers, release the claims;
+        returns every result, failed ones included (they are not stored)."""
+        idx = [first[k] for k in mine]
+        self.stats.misses += sum(keys.count(k) for k in mine)
+        self.stats.calls.append(len(idx))
+        try:
+            try:
+                results = call(idx)
+            except EndpointDown as down:  # keep what finished before the endpoint died
+                self.cache.put_many({mine[j]: asdict(r) for j, r in down.partial.items()})  # type: ignore[call-overload]
+                raise
+            out, fresh = {}, {}
+            for key, result in zip(mine, results, strict=True):
+                out[key] = asdict(result)
+                if result.error is None:
+                    fresh[key] = out[key]
+                else:
+                    self.stats.errors += keys.count(key)
+            self.cache.put_many(fresh)
+            return out
+        finally:
+            self.cache.release(mine)

@@ -40,7 +40,7 @@ def make_raw_backend(cfg: ModelConfig) -> Backend:
         return OpenAIBackend(
             model=cfg.model,
             base_url=cfg.base_url,
-            api_key=os.environ.get(cfg.api_key_env),
+            api_key=api_key(cfg),
             max_concurrency=cfg.max_concurrency,
             max_retries=cfg.max_retries,
             timeout_s=cfg.timeout_s,
@@ -48,10 +48,25 @@ def make_raw_backend(cfg: ModelConfig) -> Backend:
             logprobs=cfg.supports_logprobs,
             score=cfg.supports_score,
             json_schema=cfg.supports_json_schema,
+            retry_timeouts=cfg.retry_timeouts,
+            revision=cfg.revision,
         )
     from .local import LocalBackend
 
     return LocalBackend(cfg.model, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype)
+
+
+def api_key(cfg: ModelConfig) -> str | None:
+    """The key of an endpoint role: from its key file, else its environment variable."""
+    from ..errors import BadInput
+
+    if cfg.api_key_file:
+        try:
+            return Path(cfg.api_key_file).read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError) as e:
+            raise BadInput(f"api_key_file {cfg.api_key_file}: unreadable "
+                           f"({type(e).__name__})") from None  # fmt: skip
+    return os.environ.get(cfg.api_key_env)
 
 
 def make_backend(cfg: ModelConfig, cache_path: str | Path | None = None) -> CachedBackend:

@@ -2,8 +2,11 @@
 
 Generation is batched with left padding; prompts are sorted by length first so a batch
 wastes little padding (on these 2-core CPUs this alone is ~6x the one-at-a-time loop).
-Chat prompts use the model's chat template. Greedy when temperature is 0, else
-sampling with `seed`. Stop strings end generation and are cut off. A JSON schema is
+Chat prompts use the model's chat template. Greedy when temperature is 0. Sampling gives
+every generated row its own random stream (`SeededSampler`: the Gumbel-max trick over
+temperature- and top-p-shaped logits, seeded by the prompt's seed, or by `seed` and the
+prompt text), so a prompt's sample is the same whatever else shares its batch. Stop
+strings end generation and are cut off. A JSON schema is
 enforced with llguidance (`constrain.py`). `score` returns the log-prob of a
 continuation under the same tokenization that generation uses (prompt ids, then
 continuation ids), so a greedy generation scores as the model's own choice.
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
-from .base import Capabilities, Completion, GenParams, Prompt, Score
+from .base import Capabilities, Completion, GenParams, Prompt, Score, derive_seed
 from .fingerprint import fingerprint
 
 log = logging.getLogger("saferinstruct")
@@ -119,12 +122,16 @@ class LocalBackend:
 
     def _generate(self, prompts: list[Prompt], params: GenParams) -> list[Completion]:
         loaded = self.load()
-        ids = [_encode(loaded.tokenizer, self.render(p)) for p in prompts]
+        texts = [self.render(p) for p in prompts]
+        ids = [_encode(loaded.tokenizer, t) for t in texts]
+        seeds = [params.seeds[i] if params.seeds is not None else derive_seed(params.seed, t)
+                 for i, t in enumerate(texts)]  # fmt: skip
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
         results: list[Completion | None] = [None] * len(ids)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            outs = _generate_batch(loaded, [ids[i] for i in chunk], params)
+            outs = _generate_batch(loaded, [ids[i] for i in chunk], params,
+                                   [seeds[i] for i in chunk])  # fmt: skip
             for i, out in zip(chunk, outs, strict=True):
                 results[i] = out
         return [r for r in results if r is not None]
@@ -181,17 +188,17 @@ def _left_pad(rows: list[list[int]], pad_id: int, device: str) -> tuple[Any, Any
 
 
 def _generation_config(loaded: _Loaded, params: GenParams) -> Any:
+    """Greedy decoding always: sampling is greedy over `SeededSampler`'s perturbed logits."""
     from transformers import GenerationConfig
 
     tok = loaded.tokenizer
-    sample = params.temperature > 0
     return GenerationConfig(
         max_new_tokens=params.max_new_tokens,
-        do_sample=sample,
-        temperature=params.temperature if sample else None,
-        top_p=params.top_p if sample else None,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
         top_k=None,
-        num_return_sequences=params.n,
+        num_return_sequences=1,
         pad_token_id=tok.pad_token_id,
         eos_token_id=loaded.model.generation_config.eos_token_id or tok.eos_token_id,
         stop_strings=list(params.stop) or None,
@@ -200,23 +207,57 @@ def _generation_config(loaded: _Loaded, params: GenParams) -> Any:
     )
 
 
-def _generate_batch(loaded: _Loaded, rows: list[list[int]], params: GenParams) -> list[Completion]:
-    import torch
+class SeededSampler:
+    """A logits processor that turns greedy decoding into sampling, one random stream per
+    row: each step, row r gets scores / temperature (top-p-filtered) plus Gumbel noise
+    drawn from its own generator, so the argmax is a sample from softmax(scores / T)
+    (the Gumbel-max trick). A row's tokens depend on its seed and its own logits only.
+
+    Shapes: scores (rows, vocab); one generator per row, `vocab` draws per step."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float) -> None:
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            sorted_scores, order = scores.sort(dim=-1, descending=True)
+            cum = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+            drop = cum - sorted_scores.softmax(dim=-1) >= self.top_p  # keeps at least one
+            scores = scores.scatter(1, order, sorted_scores.masked_fill(drop, float("-inf")))
+        uniform = torch.stack([torch.rand(scores.shape[1], generator=g, dtype=torch.float64)
+                               for g in self.generators])  # fmt: skip
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-12, 1 - 1e-12)))
+        return scores + gumbel.to(device=scores.device, dtype=scores.dtype)
+
+
+def _generate_batch(loaded: _Loaded, rows: list[list[int]], params: GenParams,
+                    seeds: list[int]) -> list[Completion]:  # fmt: skip
+    """One batch; with sampling, each prompt is repeated `n` times, row j of prompt i
+    sampling with seed derive_seed(seeds[i], j)."""
+    from transformers import LogitsProcessorList
 
     tok, model = loaded.tokenizer, loaded.model
+    n = params.n
+    rows = [r for r in rows for _ in range(n)]
     ids, mask = _left_pad(rows, tok.pad_token_id, loaded.device)
-    processors = []
+    processors = LogitsProcessorList()
     if params.json_schema is not None:
-        from transformers import LogitsProcessorList
-
         from .constrain import JsonSchemaLogitsProcessor, ll_tokenizer
 
         if loaded.lltok is None:
             loaded.lltok = ll_tokenizer(tok, model.config.vocab_size)
-        processors = LogitsProcessorList(
-            [JsonSchemaLogitsProcessor(loaded.lltok, params.json_schema, len(rows) * params.n)]
-        )
-    torch.manual_seed(params.seed)
+        processors.append(JsonSchemaLogitsProcessor(loaded.lltok, params.json_schema, len(rows)))
+    if params.temperature > 0:
+        row_seeds = [derive_seed(s, j) if n > 1 else s for s in seeds for j in range(n)]
+        processors.append(SeededSampler(row_seeds, params.temperature, params.top_p))
+    elif n > 1:
+        raise BadInput("n > 1 needs temperature > 0 (greedy decoding repeats itself)")
     out = model.generate(
         input_ids=ids,
         attention_mask=mask,
@@ -226,7 +267,7 @@ def _generate_batch(loaded: _Loaded, rows: list[list[int]], params: GenParams) -
     )
     new = out.sequences[:, ids.shape[1] :]
     results = []
-    for i in range(len(rows)):
+    for i in range(len(rows) // n):
         texts, reasons = [], []
         for j in range(params.n):
             text, reason = _decode(tok, new[i * params.n + j], params.stop)

@@ -20,12 +20,18 @@ Hosted APIs that lack log-probs, echo scoring, `n` or JSON schemas: turn those
 capabilities off in the config (`logprobs=False`, `score=False`, ...).
 
 Failures: the SDK's own retries are off; each request is retried here on 429, 408, 409,
-5xx, timeouts, connection errors and malformed answers, with exponential backoff and full
-jitter, honouring `Retry-After`. A request still failing after its retries becomes a
-`Completion`/`Score` with `error` set and the run goes on. An endpoint that is down
-(cannot connect before any success, or `max_failures_in_row` requests failing in a row)
-raises `BadInput` once the requests in flight have finished.
-Only counts and status codes are logged, never prompt or answer text.
+5xx, connection errors and malformed answers, with exponential backoff and full jitter,
+honouring `Retry-After`. A request that timed out is not sent again in the same run (the
+server may still be working on it, and would be paid twice; `retry_timeouts=True` to
+allow it). A request still failing after its retries becomes a `Completion`/`Score` with
+`error` set and the run goes on (the run counts them at the end). The run stops at once,
+with `EndpointDown` (a `BadInput`, exit 2), when the endpoint is down (cannot connect
+before any success, or `max_failures_in_row` requests failing in a row), rejects the key
+(401, 403), or does not know the model (404 before any success). Error messages keep the
+status and a redacted, one-line excerpt of the server's body (`redact`: no bearer tokens
+or key-shaped strings). `usage()` counts every HTTP attempt, retry and token the server
+reported, so the bill can be checked. Only counts and status codes are logged, never
+prompt or answer text.
 """
 
 from __future__ import annotations
@@ -34,10 +40,11 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from ..errors import BadInput, EndpointDown
@@ -47,7 +54,38 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _RETRY_STATUS = (408, 409, 429)
+_FATAL_STATUS = (401, 403)
 _MAX_ERROR_CHARS = 300
+_SECRETS = (
+    re.compile(r"(?i)(bearer\s+)[^\s\"',;}]+"),
+    re.compile(r"(?i)((?:api[-_]?key|authorization|x-api-key|token|secret|password)"
+               r"[\"']?\s*[:=]\s*[\"']?)(?!bearer\b)[^\s\"',;}]+"),
+    re.compile(r"()\b(?:sk|pk|rk|ghp|gho|hf|xox[abp])[-_][A-Za-z0-9_-]{8,}|\bAKIA[A-Z0-9]{12,}"),
+)
+
+
+def redact(text: str) -> str:
+    """`text` with bearer tokens, key-shaped strings and `key: value` secrets masked."""
+    for pattern in _SECRETS:
+        text = pattern.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
+    return text
+
+
+@dataclass
+class Usage:
+    """What was sent and what the server reported, for checking the bill."""
+
+    attempts: int = 0
+    """HTTP requests sent (first tries and retries)."""
+    retries: int = 0
+    failed: int = 0
+    """Requests that still failed after their retries."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        for f in ("attempts", "retries", "failed", "prompt_tokens", "completion_tokens"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
 
 
 class _Malformed(Exception):
@@ -68,6 +106,8 @@ class _Verdict:
     """Status code or exception class: the only thing that is logged."""
     wait_s: float | None = None
     unreachable: bool = False
+    fatal: bool = False
+    """Stop the run: the key or the model is rejected."""
 
 
 class _Run:
@@ -86,7 +126,7 @@ class _Run:
 
 
 def _one_line(text: str) -> str:
-    line = " ".join(str(text).split())
+    line = redact(" ".join(str(text).split()))
     return line if len(line) <= _MAX_ERROR_CHARS else line[: _MAX_ERROR_CHARS - 3] + "..."
 
 
@@ -224,6 +264,8 @@ class OpenAIBackend:
         n: bool = True,
         json_schema: bool = True,
         chat: bool | None = None,
+        retry_timeouts: bool = False,
+        revision: str | None = None,
     ) -> None:
         self.model = model
         self.base_url = (
@@ -237,11 +279,15 @@ class OpenAIBackend:
         self.backoff_max_s = float(backoff_max_s)
         self.max_failures_in_row = max(1, int(max_failures_in_row))
         self.chat = chat
+        self.retry_timeouts = retry_timeouts
+        self.revision = revision
+        self._identity: str | None = None
         self._caps = Capabilities(logprobs=logprobs, score=score, n=n, json_schema=json_schema)
         self._lock = threading.Lock()
         self._client_obj: Any = None
         self._fails_in_row = 0
         self._ever_ok = False
+        self._usage = Usage()
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
@@ -249,16 +295,67 @@ class OpenAIBackend:
     # -- protocol ----------------------------------------------------------------------
 
     def identity(self) -> str:
-        return f"openai:{self.model}"
+        """`openai:<name>` plus what the server reports about the model at `/models`
+        (`root`, `parent`, `max_model_len`, `owned_by`: vLLM and our `serve` report the
+        weights behind the name there) and the configured `revision`; asked once. Not
+        `created`: vLLM and SGLang stamp it at request time. An endpoint that is down,
+        rejects the key or does not serve the model is `BadInput` here, before any call;
+        one without `/models` is identified by the name (and `revision`) alone."""
+        with self._lock:
+            if self._identity is not None:
+                return self._identity
+        info = self._model_info()
+        parts = [f"openai:{self.model}"]
+        parts += [f"{k}={info[k]}" for k in ("root", "parent", "max_model_len", "owned_by")
+                  if info.get(k) not in (None, "")]  # fmt: skip
+        if self.revision:
+            parts.append(f"revision={self.revision}")
+        with self._lock:
+            self._identity = "|".join(parts)
+        return self._identity
+
+    def _model_info(self) -> dict[str, Any]:
+        """This model's entry in `GET /models` ({} when the server has no such list)."""
+        import openai
+
+        try:
+            raw = self._client().models.with_raw_response.list()
+            data = json.loads(raw.content)
+        except openai.APIStatusError as exc:
+            if exc.status_code in _FATAL_STATUS:
+                raise BadInput(self._classify(exc).message) from None
+            log.warning("openai: %s has no model list (HTTP %d): the cache identity is the "
+                        "served name alone; set `revision` when the model behind it changes",
+                        self.base_url, exc.status_code)  # fmt: skip
+            return {}
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            raise EndpointDown(f"endpoint {self.base_url} is down: "
+                               f"{self._classify(exc).message}") from None  # fmt: skip
+        except ValueError:
+            return {}
+        entries = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            return {}
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("id") == self.model:
+                return entry
+        served = ", ".join(str(e.get("id")) for e in entries[:10] if isinstance(e, dict))
+        raise BadInput(f"model {self.model!r} is not served at {self.base_url} "
+                       f"(it serves: {served or 'nothing'})")  # fmt: skip
 
     def capabilities(self) -> Capabilities:
         return self._caps
+
+    def usage(self) -> Usage:
+        """A copy of the counts so far (attempts, retries, failed, tokens)."""
+        with self._lock:
+            return Usage(**asdict(self._usage))
 
     def generate(self, prompts: list[Prompt], params: GenParams) -> list[Completion]:
         routes = [self._route(p) for p in prompts]
 
         def one(i: int, run: _Run) -> Completion:
-            result, error = self._with_retries(self._sender(routes[i], params), run)
+            result, error = self._with_retries(self._sender(routes[i], params, i), run)
             return result if result is not None else Completion(error=error)
 
         return self._map(one, len(prompts))
@@ -294,10 +391,12 @@ class OpenAIBackend:
             )
         return list(prompt)
 
-    def _sender(self, route: str | list[Message], params: GenParams) -> Callable[[], Completion]:
+    def _sender(self, route: str | list[Message], params: GenParams,
+                index: int) -> Callable[[], Completion]:  # fmt: skip
+        """The request for prompt `index` (with its own seed)."""
         if isinstance(route, str):
-            return self._text_sender(route, params)
-        return self._chat_sender(route, params)
+            return self._text_sender(route, params, index)
+        return self._chat_sender(route, params, index)
 
     def _client(self) -> Any:
         with self._lock:
@@ -312,13 +411,13 @@ class OpenAIBackend:
                 )
             return self._client_obj
 
-    def _common(self, params: GenParams) -> dict[str, Any]:
+    def _common(self, params: GenParams, index: int) -> dict[str, Any]:
         kw: dict[str, Any] = {
             "model": self.model,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
-            "seed": params.seed,
+            "seed": params.seed_of(index),
         }
         if params.stop:
             kw["stop"] = list(params.stop)
@@ -333,8 +432,9 @@ class OpenAIBackend:
             "json_schema": {"name": "output", "schema": schema, "strict": True},
         }
 
-    def _chat_sender(self, messages: list[Message], params: GenParams) -> Callable[[], Completion]:
-        kw = self._common(params)
+    def _chat_sender(self, messages: list[Message], params: GenParams,
+                     index: int) -> Callable[[], Completion]:  # fmt: skip
+        kw = self._common(params, index)
         if params.json_schema is not None:
             kw["response_format"] = self._response_format(params.json_schema)
         if params.top_logprobs > 0:
@@ -342,12 +442,13 @@ class OpenAIBackend:
 
         def send() -> Completion:
             raw = self._client().chat.completions.with_raw_response.create(messages=messages, **kw)
-            return _parsed(_parse_chat, _load_json(raw.content))
+            return self._counted(_parse_chat, _load_json(raw.content))
 
         return send
 
-    def _text_sender(self, prompt: str, params: GenParams) -> Callable[[], Completion]:
-        kw = self._common(params)
+    def _text_sender(self, prompt: str, params: GenParams,
+                     index: int) -> Callable[[], Completion]:  # fmt: skip
+        kw = self._common(params, index)
         if params.json_schema is not None:
             kw["extra_body"] = {"response_format": self._response_format(params.json_schema)}
         if params.top_logprobs > 0:
@@ -355,7 +456,7 @@ class OpenAIBackend:
 
         def send() -> Completion:
             raw = self._client().completions.with_raw_response.create(prompt=prompt, **kw)
-            return _parsed(_parse_text, _load_json(raw.content))
+            return self._counted(_parse_text, _load_json(raw.content))
 
         return send
 
@@ -371,9 +472,21 @@ class OpenAIBackend:
                 max_tokens=1,
                 temperature=0.0,
             )
-            return _parsed(_parse_score, _load_json(raw.content), len(prompt), len(full))
+            return self._counted(_parse_score, _load_json(raw.content), len(prompt), len(full))
 
         return send
+
+    def _counted(self, parse: Callable[..., T], data: dict[str, Any], *args: Any) -> T:
+        """Parse an answer and add the server's token counts (`usage`) to ours."""
+        result = _parsed(parse, data, *args)
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        with self._lock:
+            for ours, theirs in (("prompt_tokens", "prompt_tokens"),
+                                 ("completion_tokens", "completion_tokens")):  # fmt: skip
+                value = usage.get(theirs)
+                if isinstance(value, int):
+                    setattr(self._usage, ours, getattr(self._usage, ours) + value)
+        return result
 
     # -- concurrency, retries, dead endpoints ------------------------------------------
 
@@ -387,7 +500,7 @@ class OpenAIBackend:
             results = list(pool.map(lambda i: one(i, run), range(count)))
         if run.reason is not None:
             finished = {i: r for i, r in enumerate(results) if getattr(r, "error", "x") is None}
-            raise EndpointDown(f"endpoint {self.base_url} is down: {run.reason}", finished)
+            raise EndpointDown(run.reason, finished)
         n_err = sum(1 for r in results if getattr(r, "error", None))
         log.debug("openai: %d requests, %d failed after retries", count, n_err)
         return results
@@ -398,6 +511,9 @@ class OpenAIBackend:
         for attempt in range(self.max_retries + 1):
             if run.abort.is_set():
                 return None, "not sent: endpoint is down"
+            with self._lock:
+                self._usage.attempts += 1
+                self._usage.retries += attempt > 0
             try:
                 result = send()
             except Exception as exc:  # noqa: BLE001 - classified below, bugs re-raised
@@ -406,7 +522,10 @@ class OpenAIBackend:
                 self._note_success()
                 return result, ""
             if verdict.unreachable and not self._ever_ok:
-                run.stop(f"cannot connect: {verdict.message}")
+                run.stop(f"endpoint {self.base_url} is down: cannot connect: {verdict.message}")
+                return None, verdict.message
+            if verdict.fatal or (verdict.kind == "404" and not self._ever_ok):
+                run.stop(verdict.message)
                 return None, verdict.message
             if not verdict.retry or attempt == self.max_retries:
                 break
@@ -429,6 +548,13 @@ class OpenAIBackend:
         return min(self.backoff_max_s, self.backoff_base_s * 2**attempt) * random.random()
 
     def _classify(self, exc: Exception) -> _Verdict:
+        """How to treat a failed attempt; its message never carries our key."""
+        verdict = self._classify_raw(exc)
+        if len(self._api_key) >= 4 and self._api_key != "EMPTY":
+            verdict.message = verdict.message.replace(self._api_key, "[redacted]")
+        return verdict
+
+    def _classify_raw(self, exc: Exception) -> _Verdict:
         import openai
 
         if isinstance(exc, _Malformed):
@@ -439,9 +565,20 @@ class OpenAIBackend:
             code = exc.status_code
             retry = code in _RETRY_STATUS or code >= 500
             wait = _retry_after(exc.response.headers, self.backoff_max_s)
-            return _Verdict(retry, _one_line(f"HTTP {code}: {exc.message}"), str(code), wait)
+            message = _one_line(f"HTTP {code}: {exc.message}")
+            if code in _FATAL_STATUS:
+                message = (f"{self.base_url} rejected the request (HTTP {code}): check the "
+                           "API key (api_key_env) and that it may use model "
+                           f"{self.model!r}")  # fmt: skip
+            elif code == 404 and not self._ever_ok:
+                message = (f"{self.base_url} answered 404 for model {self.model!r}: "
+                           "check the model name and base_url")  # fmt: skip
+            return _Verdict(retry, message, str(code), wait, fatal=code in _FATAL_STATUS)
         if isinstance(exc, openai.APITimeoutError):
-            return _Verdict(True, f"timeout after {self.timeout_s:g}s", "timeout")
+            message = f"timeout after {self.timeout_s:g}s"
+            if not self.retry_timeouts:
+                message += " (not sent again: the server may still be working on it)"
+            return _Verdict(self.retry_timeouts, message, "timeout")
         if isinstance(exc, openai.APIConnectionError):
             root = _cause_chain(exc)[-1]
             msg = _one_line(f"{type(exc).__name__}: {type(root).__name__}: {root}")
@@ -461,6 +598,9 @@ class OpenAIBackend:
             count = self._fails_in_row
             if count >= self.max_failures_in_row:
                 self._fails_in_row = 0
+        with self._lock:
+            self._usage.failed += 1
         log.warning("openai: request failed after retries (%s); %d in a row", verdict.kind, count)
         if count >= self.max_failures_in_row:
-            run.stop(f"{count} requests in a row failed; last: {verdict.message}")
+            run.stop(f"endpoint {self.base_url} is down: {count} requests in a row failed; "
+                     f"last: {verdict.message}")  # fmt: skip

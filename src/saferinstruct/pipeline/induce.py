@@ -21,7 +21,7 @@ from collections import Counter
 from .. import prompts
 from ..config import InduceConfig, ReverseTrainConfig
 from ..errors import BadInput
-from ..llm.base import Backend, GenParams, Prompt, require
+from ..llm.base import Backend, GenParams, Prompt, derive_seed, require
 from ..measures.text import is_copy
 from ..records import Record, add_verdict, is_kept
 
@@ -73,11 +73,14 @@ def candidate_problem(candidate: str, text: str, max_chars: int) -> str | None:
     return "copied_text" if is_copy(candidate, text) else None
 
 
-def params_for(cfg: InduceConfig) -> GenParams:
+def params_for(cfg: InduceConfig, ids: list[str] | None = None) -> GenParams:
+    """Generation settings; with sampling, each record samples with its own seed from
+    (stage, its id, seed): its candidates do not depend on the rest of the batch."""
     g = cfg.generation
     if cfg.num_candidates > 1 and g.temperature <= 0:
         raise BadInput("induce: num_candidates > 1 needs induce.generation.temperature > 0")
     return GenParams(
+        seeds=None if ids is None else tuple(derive_seed(STAGE, i, g.seed) for i in ids),
         temperature=g.temperature,
         top_p=g.top_p,
         max_new_tokens=g.max_new_tokens,
@@ -113,7 +116,7 @@ def induce(
         return records
     chars = text_chars(cfg)
     prompts_ = [induce_prompt(r["text"], cfg.mode, chars) for r in todo]
-    completions = model.generate(prompts_, params_for(cfg))
+    completions = model.generate(prompts_, params_for(cfg, [str(r["id"]) for r in todo]))
     valid_lists: list[list[str]] = []
     for record, completion in zip(todo, completions, strict=True):
         valid_lists.append(_collect(record, completion.texts, completion.error, cfg))

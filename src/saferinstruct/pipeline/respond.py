@@ -24,7 +24,7 @@ from typing import Any
 from .. import prompts
 from ..config import DomainConfig, RespondConfig
 from ..errors import BadInput
-from ..llm.base import Backend, Completion, GenParams, Prompt
+from ..llm.base import Backend, Completion, GenParams, Prompt, derive_seed
 from ..measures.refusal import COMPLIANCE, default_classifier
 from ..records import Record, add_verdict, is_kept
 
@@ -45,15 +45,19 @@ def respond_prompt(instruction: str, guide: str) -> Prompt:
     ]
 
 
-def params_for(cfg: RespondConfig, attempt: int = 0) -> GenParams:
-    """Sampling for one attempt: attempt k samples with seed + k (attempt 0 is the plain
-    seed, so a one-candidate run and the first candidate share cache entries)."""
+def params_for(cfg: RespondConfig, attempt: int = 0, ids: list[str] | None = None) -> GenParams:
+    """Sampling for one attempt: attempt k samples with seed + k, and each record with its
+    own seed from (stage, its id, seed, k), so its answer does not depend on which other
+    records share the run, the batch or the shard (attempt 0 of a one-candidate run and
+    of a several-candidate run share cache entries)."""
     g = cfg.generation
+    seeds = None if ids is None else tuple(derive_seed(STAGE, i, g.seed, attempt) for i in ids)
     return GenParams(
         temperature=g.temperature,
         top_p=g.top_p,
         max_new_tokens=g.max_new_tokens,
         seed=g.seed + attempt,
+        seeds=seeds,
     )
 
 
@@ -96,7 +100,8 @@ def respond(
     for attempt in range(cfg.candidates):
         if not pending:
             break
-        outs = expert.generate([prompts_[i] for i in pending], params_for(cfg, attempt))
+        ids = [str(todo[i]["id"]) for i in pending]
+        outs = expert.generate([prompts_[i] for i in pending], params_for(cfg, attempt, ids))
         found = [Candidate(c) for c in outs]
         if cfg.prefer_declining:
             label_candidates([todo[i]["instruction"] for i in pending], found)

@@ -50,6 +50,7 @@ def schedule_args(
     seed: int,
     extra: dict[str, Any] | None = None,
     device: str = "auto",
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
     """The TrainingArguments fields every trainer here shares: a cosine schedule with a
     short warm-up, ~20 log lines and ~5 checkpoints per epoch in `out_dir/checkpoints`
@@ -65,6 +66,7 @@ def schedule_args(
         "per_device_train_batch_size": batch_size,
         "learning_rate": learning_rate,
         "num_train_epochs": epochs,
+        "max_steps": max_steps if max_steps else -1,
         "lr_scheduler_type": "cosine",
         "warmup_steps": min(10, steps_per_epoch // 10),
         "max_length": max_length,
@@ -81,7 +83,9 @@ def schedule_args(
 
 
 def time_budget_callback(max_minutes: float | None) -> Any:
-    """A TrainerCallback that stops training cleanly (and saves) after `max_minutes`."""
+    """A TrainerCallback that stops training cleanly (and saves) after `max_minutes`: a
+    guard, not a budget. What it cuts is said loudly, and a model it cut is not finished
+    (`finished_model`): the next call resumes its training from the checkpoint."""
     from transformers import TrainerCallback
 
     class TimeBudget(TrainerCallback):
@@ -93,7 +97,12 @@ def time_budget_callback(max_minutes: float | None) -> Any:
             if max_minutes is not None and time.time() - self.start > max_minutes * 60:
                 control.should_training_stop = True
                 control.should_save = True
-                self.stopped_early = True
+                if not self.stopped_early and state.global_step < state.max_steps:
+                    log.warning("time guard: max_minutes=%g stopped training at step %d of %d; "
+                                "the model is saved but not finished, and the next run resumes "
+                                "its training", max_minutes, state.global_step,
+                                state.max_steps)  # fmt: skip
+                self.stopped_early = state.global_step < state.max_steps
             return control
 
     return TimeBudget()
@@ -274,11 +283,34 @@ def effective_hardware(args: Any) -> dict[str, Any]:
     }
 
 
+TRAINING_RECORD = "training.json"
+"""Beside a trained model: whether its training finished (steps done and planned)."""
+
+
+def finished_model(work: Path) -> Path | None:
+    """`work/model` when its training ran to the end; None when absent or cut short by
+    the time guard (older models without a record: read from their card)."""
+    final = Path(work) / "model"
+    if not (final / "config.json").exists():
+        return None
+    record = Path(work) / TRAINING_RECORD
+    if record.exists():
+        try:
+            return final if json.loads(record.read_text()).get("complete") else None
+        except ValueError:
+            return None
+    card = Path(work) / "README.md"
+    cut = card.exists() and '"stopped_by_budget": true' in card.read_text()
+    return None if cut else final
+
+
 def train_and_save(
     trainer: Any, budget: Any, work: Path, lora: bool, title: str, sections: dict[str, Any]
 ) -> Path:
     """Train (resuming from work/checkpoints), save work/model, then the loss curve, the
-    card (`sections` first, then training facts and losses) and the log; drop checkpoints."""
+    card (`sections` first, then training facts and losses), the log and the training
+    record; drop the checkpoints, unless the time guard cut the training (then they stay,
+    for the next call to resume from)."""
     final = work / "model"
     resume = last_checkpoint(work / "checkpoints")
     start = time.time()
@@ -297,7 +329,11 @@ def train_and_save(
     card = {**sections, "training": training, "loss": points, "loss curve": "![loss](loss.png)"}
     write_card(work / "README.md", title, card)
     write_atomic(work / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
-    shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    record = {"complete": not budget.stopped_early, "steps": trainer.state.global_step,
+              "planned_steps": trainer.state.max_steps}  # fmt: skip
+    write_atomic(work / TRAINING_RECORD, json.dumps(record))
+    if not budget.stopped_early:
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
     return final
 
 

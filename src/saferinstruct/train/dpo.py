@@ -31,6 +31,7 @@ from ..errors import BadInput
 from ..io import write_atomic
 from .common import (
     card_settings,
+    finished_model,
     learning_rate,
     load_base,
     lora_config,
@@ -133,7 +134,7 @@ def make_dpo_trainer(
         args = DPOConfig(
             **schedule_args(out_dir, len(rows), step.batch_size, lr, step.epochs,
                             step.max_length, step.seed, step.trainer_args(),
-                            step.base_model.device),  # fmt: skip
+                            step.base_model.device, step.max_steps),  # fmt: skip
             beta=step.beta,
             precompute_ref_log_probs=precompute,
         )
@@ -172,10 +173,10 @@ def train_dpo(
 
     Reference log-probs are kept in `ref_dir` (default: `out_dir/ref_logps`)."""
     out_dir = Path(out_dir)
-    final = out_dir / "model"
-    if (final / "config.json").exists():
-        log.info("DPO model already trained: %s", final)
-        return final
+    done = finished_model(out_dir)
+    if done is not None:
+        log.info("DPO model already trained: %s", done)
+        return done
     key = ref_logps_key(step.base_model, step.max_length) if step.precompute_ref else None
     ref_path = Path(ref_dir or out_dir / "ref_logps") / f"{key}.jsonl" if key else None
     trainer, budget = make_dpo_trainer(data, step, out_dir, ref_path)

@@ -9,7 +9,10 @@ train and validation **by id** (an instruction's 16 answers never straddle the s
 
 The model lives in the user cache under a hash of (base model, data file, settings), so
 `safer-instruct run` reuses it (the induce stage runs it); a killed training resumes
-from its last checkpoint and a `max_minutes` budget stops it cleanly and saves.
+from its last checkpoint. Its length is set in steps (pairs, epochs, `max_steps`), so the
+model does not depend on the machine's load; `max_minutes` is only a guard: a model it
+cut short is saved but not finished, so it is never reused as the trained model, and the
+next call resumes its training.
 
     safer-instruct reverse-train --max-pairs 480 --max-minutes 30
 """
@@ -33,6 +36,7 @@ from ..measures.splits import split_of
 from ..paths import cache_root
 from ..prompts import reverse_prompt
 from .common import (
+    finished_model,
     load_base,
     lora_config,
     quiet_stdout,
@@ -44,11 +48,13 @@ from .common import (
 log = logging.getLogger("saferinstruct")
 
 # Settings that change the trained weights (and so the cache key). max_minutes is not
-# one of them on purpose: a budget-stopped model is marked as such in its card.
+# one of them: it is a guard, and a model it cuts short is never taken as finished, so a
+# finished model is the same whatever it was.
 _DATA_ORDER = "distinct-ids-first"  # how pairs are picked; part of the cache key
 _KEY_FIELDS = (
     "base_model", "instruction_column", "response_column", "max_pairs", "validation_fraction",
     "max_response_chars", "max_length", "lora", "learning_rate", "batch_size", "epochs", "seed",
+    "max_steps",
 )  # fmt: skip
 
 
@@ -104,6 +110,8 @@ def build_dataset(pairs: list[dict[str, str]], max_chars: int) -> Any:
 def model_key(cfg: ReverseTrainConfig) -> str:
     """Hash of base model identity, data file content and weight-changing settings."""
     settings = {k: getattr(cfg, k) for k in _KEY_FIELDS}
+    if cfg.max_steps is None:  # only when set: older keys stay valid
+        del settings["max_steps"]
     settings["base_model"] = fingerprint(cfg.base_model.model)
     if cfg.base_model.dtype != "auto":  # only then: older keys stay valid
         settings["dtype"] = cfg.base_model.dtype
@@ -119,18 +127,18 @@ def model_dir(cfg: ReverseTrainConfig) -> Path:
 
 
 def trained_model(cfg: ReverseTrainConfig) -> Path | None:
-    """The finished model directory for these settings, if already trained."""
-    final = model_dir(cfg) / "model"
-    return final if (final / "config.json").exists() else None
+    """The model directory for these settings, if its training finished."""
+    return finished_model(model_dir(cfg))
 
 
 def train_reverse(cfg: ReverseTrainConfig, out_dir: Path | None = None) -> Path:
-    """Train (or resume, or reuse) the reverse model; returns the HF model directory."""
+    """Train (or resume, or reuse) the reverse model; returns the HF model directory
+    (cut short when the `max_minutes` guard stopped it: `finished_model` says so)."""
     work = Path(out_dir) if out_dir else model_dir(cfg)
-    final = work / "model"
-    if (final / "config.json").exists():
-        log.info("reverse model already trained: %s", final)
-        return final
+    done = finished_model(work)
+    if done is not None:
+        log.info("reverse model already trained: %s", done)
+        return done
     trainer, budget, n_pairs = make_trainer(cfg, work)
     sections = {
         "data": {"path": cfg.path, "train_pairs": n_pairs, "split": "by id"},
@@ -151,7 +159,8 @@ def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:
     model, tokenizer, _ = load_base(cfg.base_model)
     args = SFTConfig(
         **schedule_args(work, len(train_pairs), cfg.batch_size, cfg.learning_rate, cfg.epochs,
-                        cfg.max_length, cfg.seed, device=cfg.base_model.device),  # fmt: skip
+                        cfg.max_length, cfg.seed, device=cfg.base_model.device,
+                        max_steps=cfg.max_steps),  # fmt: skip
         completion_only_loss=True,
         train_sampling_strategy="group_by_length",
     )

@@ -22,6 +22,7 @@ from ..config import TrainStepConfig
 from ..errors import BadInput
 from .common import (
     card_settings,
+    finished_model,
     learning_rate,
     load_base,
     lora_config,
@@ -59,7 +60,8 @@ def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path) -> 
     lr = learning_rate(step, LORA_LR, FULL_LR)
     args = SFTConfig(
         **schedule_args(out_dir, len(rows), step.batch_size, lr, step.epochs, step.max_length,
-                        step.seed, step.trainer_args(), step.base_model.device),  # fmt: skip
+                        step.seed, step.trainer_args(), step.base_model.device,
+                        step.max_steps),  # fmt: skip
         completion_only_loss=True,
     )
     budget = time_budget_callback(step.max_minutes)
@@ -77,10 +79,10 @@ def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path) -> 
 def train_sft(data: list[dict], step: TrainStepConfig, out_dir: Path) -> Path:
     """Train (or resume, or reuse) SFT on `chosen`; returns `out_dir/model` (HF dir)."""
     out_dir = Path(out_dir)
-    final = out_dir / "model"
-    if (final / "config.json").exists():
-        log.info("SFT model already trained: %s", final)
-        return final
+    done = finished_model(out_dir)
+    if done is not None:
+        log.info("SFT model already trained: %s", done)
+        return done
     trainer, budget = make_sft_trainer(data, step, out_dir)
     sections = {
         "data": {"pairs": len(sft_rows(data)), "target": "chosen (rejected never used)"},

@@ -1,0 +1,98 @@
+"""What a finished run says about itself: records lost to failed model requests, too few
+pairs, and which stage and setting dropped the most.
+
+`check` returns the problem as a `RunFailed` (exit 3 for lost records, 4 for too few
+pairs) or None; `api.run` raises it after every file is written, so the summary, the
+funnel and the report still show what happened.
+
+    problem = check(cfg.success, final_records, funnel_counts, cfg)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .config import RunConfig, SuccessConfig
+from .errors import LostRecords, RunFailed, TooFewPairs
+from .records import Record, dropped_at, is_kept
+
+FAILED = "request_failed"
+"""How a drop by a failed model request reads in `drop_reason`, at every stage."""
+
+SETTINGS = {
+    ("sources", "empty text"): "source.text_column",
+    ("induce", "no valid candidate"): "induce.generation.max_new_tokens",
+    ("filter", "no"): "filter.verdict.threshold",
+    ("filter", "below_threshold"): "filter.verdict.threshold",
+    ("filter", "unparsed"): "filter.verdict.mode",
+    ("filter", "no_instruction"): "induce.mode",
+    ("respond", "empty response"): "respond.generation.max_new_tokens",
+    ("judge", "complies_with_harmful"): "judge.chosen_must_decline",
+    ("judge", "near_copy"): "judge.max_pair_cosine",
+    ("judge", "carries_rejected"): "judge.max_rejected_overlap",
+    ("judge", "degenerate_chosen"): "judge.min_chosen_words",
+    ("judge", "no"): "judge.verdict.threshold",
+    ("judge", "below_threshold"): "judge.verdict.threshold",
+    ("judge", "unparsed"): "judge.verdict.mode",
+    ("assemble", "near-duplicate instruction"): "assemble.near_duplicate_threshold",
+}
+"""(stage, grouped drop reason) -> the config key that decides it."""
+
+
+def lost_to_failures(records: list[Record]) -> Counter[str]:
+    """Per stage, the records dropped because a model request failed (after retries)."""
+    return Counter(
+        dropped_at(r) or "?" for r in records if not is_kept(r) and FAILED in str(r["drop_reason"])
+    )
+
+
+def setting_value(cfg: RunConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def biggest_drop(funnel: dict[str, Any], cfg: RunConfig) -> str:
+    """'judge dropped 5 (complies_with_harmful: 5), set by judge.chosen_must_decline (now
+    true)': the stage that dropped the most records, its top reason and its setting."""
+    stages = [s for s in funnel.get("stages", []) if s.get("dropped")]
+    if not stages:
+        return "no stage dropped records"
+    top = max(stages, key=lambda s: s["dropped"])
+    reasons = top.get("top_drop_reasons") or [{"reason": "unknown", "count": top["dropped"]}]
+    reason = reasons[0]["reason"]
+    line = f"{top['stage']} dropped {top['dropped']} ({reason}: {reasons[0]['count']})"
+    if reason == FAILED:
+        return line + ", failed model requests: see the endpoint's failed_calls"
+    key = SETTINGS.get((top["stage"], reason))
+    if key is None:
+        return line
+    value = setting_value(cfg, key)
+    shown = str(value).lower() if isinstance(value, bool) else value
+    return f"{line}, set by {key} (now {shown})"
+
+
+def check(success: SuccessConfig, records: list[Record], funnel: dict[str, Any],
+          cfg: RunConfig) -> RunFailed | None:  # fmt: skip
+    """The run's problem, or None: lost records past `max_failed_share` first, then no
+    pairs or fewer than `min_pair_share` of the sources."""
+    n = len(records)
+    lost = lost_to_failures(records)
+    n_lost = sum(lost.values())
+    if n_lost and n_lost > success.max_failed_share * n:
+        where = ", ".join(f"{stage} {count}" for stage, count in sorted(lost.items()))
+        return LostRecords(
+            f"run: {n_lost} of {n} records were lost to failed model requests ({where}); "
+            "run the same command again: only they are asked again (finished calls are "
+            f"cached). Allowed: success.max_failed_share={success.max_failed_share}"
+        )
+    pairs = sum(map(is_kept, records))
+    if pairs == 0 or pairs < success.min_pair_share * n:
+        return TooFewPairs(
+            f"run: {pairs} pairs from {n} sources (success.min_pair_share="
+            f"{success.min_pair_share}): {biggest_drop(funnel, cfg)}"
+        )
+    return None
+
