@@ -5,13 +5,15 @@ Each request gets a behaviour: the first match of `rule(path, body)`, else the n
 of `script` (consumed in arrival order), else `default`. Behaviours:
 
 - "ok": a well-formed answer. Without `upstream`, a deterministic toy model: the text is
-  derived from a hash of the request; tokens are `tokenize(text)` with log-prob
+  derived from a hash of the request (asked for a verdict under a JSON schema, it says
+  yes with score 5); tokens are `tokenize(text)` with log-prob
   `token_logprob(tok)`; `logprobs`/`top_logprobs`, `n`, `echo=True` (with `text_offset`)
   and `response_format` are honoured. With `upstream`, the request is forwarded there.
 - "429": status 429 with `Retry-After: retry_after`.
 - "500": status 500.                                  - "400": status 400 (not retryable).
-- "401": status 401 whose body echoes the request's Authorization header (a careless
-  server: the client must not store the key it sees there). - "403", "404": those statuses.
+- "401": status 401. The bodies of 401 and 500 echo the request's Authorization header
+  (a careless server: the client must not store the key it sees there).
+- "403", "404": those statuses.
 - "slow": waits `slow_s` seconds, then answers "ok" (the client has usually given up).
 - "garbage": 200 with a body that is not JSON.       - "nochoices": 200, JSON, no choices.
 - "close": closes the connection without answering.
@@ -58,7 +60,11 @@ def _digest(obj: Any) -> str:
 def _answer_text(body: dict[str, Any], i: int) -> str:
     """Deterministic generated text for choice `i`, cut to max_tokens and stop strings."""
     key = body.get("messages", body.get("prompt"))
-    if body.get("response_format", {}).get("type") == "json_schema":
+    fmt = body.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") or {}
+    if "verdict" in (schema.get("properties") or {}):  # a yes/no verdict (filter, judge)
+        text = json.dumps({"verdict": "yes", "score": 5, "reason": "fits"})
+    elif fmt.get("type") == "json_schema":
         text = json.dumps({"answer": _digest(key), "choice": i})
     else:
         text = f"answer {i} {_digest(key)} is here"
@@ -286,7 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif behaviour in ("403", "404"):
             self._send(int(behaviour), {"error": {"message": f"injected {behaviour}"}})
         elif behaviour == "500":
-            self._send(500, {"error": {"message": "injected failure"}})
+            seen = self.headers.get("Authorization", "")
+            self._send(500, {"error": {"message": f"injected failure (request had {seen})"}})
         elif behaviour == "garbage":
             self._raw(200, b"<html>this is not json", "text/html")
         elif behaviour == "nochoices":

@@ -39,7 +39,9 @@ def jsonl(path):
 
 
 def dataset(out):
-    return [jsonl(out / "dataset" / f"{split}.jsonl") for split in ("train", "test")]
+    """Both splits' rows (a split with no pairs has no file)."""
+    files = [out / "dataset" / f"{split}.jsonl" for split in ("train", "test")]
+    return [jsonl(f) if f.exists() else [] for f in files]
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +128,9 @@ def test_killed_run_resumes_to_the_same_dataset(finished, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert not (resumed / "dataset").exists()
+    # the directory says it is incomplete: training and reports refuse it until rerun
+    refused = cli("sft", "--data", str(resumed), "--out", str(tmp_path / "sft"))
+    assert refused.returncode == 2 and "incomplete" in refused.stderr
     done = cli(*run_args(resumed, cache), check_rc=0)
     summary = last_json(done.stdout)
     assert summary["cache_hits"] > 0
@@ -142,3 +147,20 @@ def test_second_domain_from_configuration(tmp_path):
     assert all(r["status"] == "kept" or r["drop_reason"] for r in final)
     card = (out / "dataset" / "README.md").read_text()
     assert "helpfulness" in card
+
+
+def test_a_record_samples_the_same_whatever_else_is_in_the_run(finished, tmp_path):
+    """Sampled answers are seeded from the record (its id and the stage), not from its
+    batch: the same texts at --limit 1 and --limit 2, each with a fresh cache, get the
+    same responses."""
+    out, *_ = finished
+    small = tmp_path / "small"
+    cli(*run_args(small, tmp_path / "calls.sqlite", limit=1), check_rc=None)
+    chosen = {}
+    for run_dir in (out, small):
+        for r in jsonl(run_dir / "stages" / "03-respond.jsonl"):
+            if r.get("chosen"):
+                chosen.setdefault(r["id"], []).append(r["chosen"])
+    shared = {rid: answers for rid, answers in chosen.items() if len(answers) == 2}
+    assert shared, "no record answered in both runs"
+    assert all(a == b for a, b in shared.values()), shared

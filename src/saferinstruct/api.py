@@ -303,8 +303,11 @@ def write_dataset(run: RunDir, done: Any, info: dict[str, Any]) -> dict[str, Any
 
     stage_file = run.stage("assemble")
     run.write_jsonl(stage_file, done.records)
-    for split in SPLITS:
-        run.write_jsonl(run.split(split), done.splits[split])
+    for split in SPLITS:  # an empty split is not written (datasets cannot load it)
+        if done.splits[split]:
+            run.write_jsonl(run.split(split), done.splits[split])
+        else:
+            run.split(split).unlink(missing_ok=True)
     card_info = {"stage_file": os.path.relpath(stage_file, run.dataset), **info}
     run.write(run.card, dataset_card(done.summary, card_info))
     files = {"stage": stage_file, **{s: run.split(s) for s in SPLITS}, "card": run.card}

@@ -621,10 +621,21 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+TRANSPORT = ("base_url", "api_key_env", "api_key_file", "allow_any_key_env", "max_concurrency",
+             "max_retries", "timeout_s", "max_failures_in_row", "retry_timeouts", "batch_size",
+             "device")  # fmt: skip
+"""How a model is reached, not which model it is: these change no result."""
+
+
 def config_hash(cfg: RunConfig, limit: int | None = None) -> str:
-    """What a run directory's outputs depend on: every setting (the call cache's place
-    aside: it changes no result) and the per-category limit."""
-    doc = {k: v for k, v in to_dict(cfg).items() if k != "cache"}
+    """What a run directory's outputs depend on: every setting and the per-category limit,
+    but not where the cache is, how models are reached (`TRANSPORT`: an endpoint's address,
+    retries, concurrency; the model behind it is in the cache identity) nor what counts as
+    success."""
+    doc = {k: v for k, v in to_dict(cfg).items() if k not in ("cache", "success")}
+    for role in ("reverse_model", "expert", "forward"):
+        if isinstance(doc.get(role), dict):
+            doc[role] = {k: v for k, v in doc[role].items() if k not in TRANSPORT}
     blob = json.dumps({"config": doc, "limit": limit}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

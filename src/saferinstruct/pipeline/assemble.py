@@ -201,7 +201,7 @@ def card_header(summary: dict[str, Any], info: dict[str, Any]) -> str:
         "configs": [
             {
                 "config_name": "default",
-                "data_files": [{"split": s, "path": split_name(s)} for s in SPLITS],
+                "data_files": [{"split": s, "path": split_name(s)} for s in SPLITS if summary[s]],
             }
         ],
     }
@@ -213,6 +213,13 @@ def _counts_table(summary: dict[str, Any]) -> str:
     for cat, row in summary["by_category"].items():
         lines.append(f"| {cat} | {row['train']} | {row['test']} |")
     lines.append(f"| **all** | {summary['train']} | {summary['test']} |")
+    empty = [s for s in SPLITS if not summary[s]]
+    if empty:
+        lines += [
+            "",
+            f"No pairs in {' and '.join(empty)}: its file is not written (an empty "
+            "JSON-lines file is not a loadable dataset); the funnel says why.",
+        ]
     return "\n".join(lines)
 
 
