@@ -100,7 +100,7 @@ def test_a_user_prompt_folder_overrides_the_package_files(tmp_path):
     domain = DomainConfig(prompt_dir=str(tmp_path))
     filter_records(rs, backend, cfg(), domain)
     content = backend.calls[0][1][0][0]["content"]
-    assert content.startswith("MY QUESTION about How do I prune roses? (plants only)")
+    assert content.startswith('MY QUESTION about "How do I prune roses?" (plants only)')
     # package criteria still apply to categories the user folder does not define
     assert criteria_for(domain, "hate") == criteria_for(DomainConfig(), "hate")
     with pytest.raises(BadInput, match="judge.txt"):

@@ -39,7 +39,7 @@ def build_run(run_dir, with_scores: bool = True) -> list[dict]:
         records.append(new_record(f"r{i}", text, cat))
     write_jsonl_atomic(stage_path(run_dir, "sources"), records)
     for i, r in enumerate(records):
-        r["instruction"] = f"Tell me about {TOPICS[i]} <script>x</script>"
+        r["instruction"] = f"Tell me about {TOPICS[i]}, don't stop <script>x</script>"
         add_verdict(r, "induce", True)
     write_jsonl_atomic(stage_path(run_dir, "induce"), records)
     _verdicts(records, "filter", [0.9, 0.8, 0.2, 0.7, 0.95, 0.6], with_scores)
@@ -85,8 +85,12 @@ def test_content_warning_and_examples_hidden(report):
     _, html, md = report
     for doc in (html, md):
         assert "Content warning" in doc
+        # the warning names the run's own categories, not a fixed list
+        assert "of these kinds: hate, self-harm." in doc
         assert doc.index("<details>") < doc.index("instruction:") < doc.index("</details>")
     assert "<script>" not in html and "&lt;script&gt;" in html
+    # Markdown: tags neutralised, but no HTML entities for quotes and apostrophes
+    assert "<script>" not in md and "don't" in md and "&#x27;" not in md
 
 
 def test_long_source_text_is_truncated(report):

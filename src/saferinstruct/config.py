@@ -159,6 +159,10 @@ class SourceConfig:
     )
     default_category: str = field(default="default", metadata=_doc("category when none given"))
     limit: int | None = field(default=None, metadata=_doc("keep at most this many per category"))
+    max_text_chars: int = field(
+        default=20000,
+        metadata=_doc("longer texts are cut to this many characters at load (counted)"),
+    )
     where: dict[str, list[str]] | None = field(
         default=None, metadata=_doc("keep rows whose column value is listed: {column: [values]}")
     )
@@ -474,13 +478,27 @@ def load_align_config(path: str | Path | None) -> AlignConfig:
     if path is None:
         return AlignConfig()
     p = Path(path)
+    return build(AlignConfig, read_yaml(p), str(p))
+
+
+def read_yaml(p: Path) -> dict[str, Any]:
+    """A config file's top-level mapping; BadInput naming the file (and line) when it is
+    missing, not UTF-8, not YAML, or not a mapping."""
     if not p.exists():
         raise BadInput(f"config file not found: {p}")
+    if p.is_dir():
+        raise BadInput(f"config file {p}: is a directory")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError:
-        raise BadInput(f"{p}: is not valid YAML") from None
-    return build(AlignConfig, raw, str(p))
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{p}: not UTF-8 text (byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark else ""
+        raise BadInput(f"{p}:{at} is not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{p}: the top level must be a mapping of sections")
+    return raw
 
 
 # ----------------------------------------------------------------------------------
@@ -491,17 +509,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     base = Path.cwd()
     if path is not None:
         p = Path(path)
-        if not p.exists():
-            raise BadInput(f"config file not found: {p}")
+        raw = read_yaml(p)
         where, base = str(p), p.resolve().parent
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" line {mark.line + 1}" if mark else ""
-            raise BadInput(f"{p}:{at} is not valid YAML") from None
-        if not isinstance(raw, dict):
-            raise BadInput(f"{p}: the top level must be a mapping of sections")
     for item in overrides or []:
         _apply_override(raw, item)
     cfg = build(RunConfig, raw, where)
@@ -519,7 +528,11 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise BadInput(f"--set {key}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(value)
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise BadInput(f"--set {item!r}: the value is not valid YAML (quote it as a string: "
+                       f"{key}='...')") from None  # fmt: skip
 
 
 def build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
@@ -588,11 +601,49 @@ def resolve_paths(cfg: RunConfig, base: Path, where: str) -> None:
             if model.api_key_file:
                 model.api_key_file = _existing(base, model.api_key_file, where,
                                                f"{key}.api_key_file")  # fmt: skip
-    for key in ("max_failed_share", "min_pair_share"):
-        if not 0.0 <= getattr(cfg.success, key) <= 1.0:
-            raise BadInput(f"{where}: success.{key}: expected a number in [0, 1]")
+    if cfg.domain.prompt_dir:
+        folder = Path(cfg.domain.prompt_dir).expanduser()
+        folder = folder if folder.is_absolute() else base / folder
+        if not folder.is_dir():
+            raise BadInput(f"{where}: domain.prompt_dir: folder not found: {folder}")
+        cfg.domain.prompt_dir = str(folder.resolve())
+    check_ranges(cfg, where)
     if cfg.cache:
         cfg.cache = str((base / cfg.cache).resolve())
+
+
+RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "success.max_failed_share": (0.0, 1.0, True),
+    "success.min_pair_share": (0.0, 1.0, True),
+    "assemble.test_fraction": (0.0, 1.0, False),
+    "assemble.near_duplicate_threshold": (0.0, 1.0, True),
+    "respond.template_similarity": (0.0, 1.0, True),
+    "source.limit": (1, None, True),
+    "source.max_text_chars": (1, None, True),
+    "induce.num_candidates": (1, None, True),
+    "induce.max_instruction_chars": (1, None, True),
+    "respond.candidates": (1, None, True),
+    "reverse_train.max_pairs": (1, None, True),
+    "reverse_train.batch_size": (1, None, True),
+    "reverse_train.validation_fraction": (0.0, 1.0, False),
+    "judge.min_chosen_words": (0, None, True),
+}
+"""Setting -> (lowest, highest or None, whether the highest is allowed): outside it the
+config is bad input."""
+
+
+def check_ranges(cfg: Any, where: str) -> None:
+    """BadInput naming the first setting outside its range (`RANGES`)."""
+    for key, (low, high, closed) in RANGES.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if node is None:
+            continue
+        above = high is not None and (node > high if closed else node >= high)
+        if node < low or above:
+            span = f">= {low}" if high is None else f"[{low}, {high}{']' if closed else ')'}"
+            raise BadInput(f"{where}: {key}: expected a number in {span}, got {node}")
 
 
 KEY_ENV = re.compile(r"[A-Z][A-Z0-9_]*(?:_API_KEY|_TOKEN)|API_KEY")

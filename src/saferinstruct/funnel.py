@@ -34,9 +34,10 @@ def stage_counts(path: Path) -> dict[str, Any]:
     name = stage_name(path)
     total, reasons = _new_counts(), Counter()
     by_cat: dict[str, dict[str, int]] = {}
-    n_records = 0
+    n_records = cut = 0
     for r in read_jsonl(path):
         n_records += 1
+        cut += "text_cut_from" in r
         here = dropped_at(r) == name
         if not (is_kept(r) or here):
             continue
@@ -51,6 +52,7 @@ def stage_counts(path: Path) -> dict[str, Any]:
         "file": str(path),
         "records": n_records,
         **total,
+        **({"texts_cut": cut} if cut and name == "sources" else {}),
         "by_category": dict(sorted(by_cat.items())),
         "top_drop_reasons": [
             {"reason": k, "count": c} for k, c in reasons.most_common(TOP_REASONS)

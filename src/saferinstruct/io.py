@@ -83,24 +83,27 @@ def file_stem(path: Path) -> str:
 
 
 def open_text(path: Path, newline: str) -> IO[str]:
-    """Open a UTF-8 text file for reading, through gzip when the name ends in `.gz`.
+    """Open a UTF-8 text file for reading (a byte-order mark at its start is dropped),
+    through gzip when the name ends in `.gz`.
 
     CSV needs newline="" (quoted newlines); JSON lines use "\n" so that a stray `\r`
     never splits a line.
     """
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline=newline)
-    return path.open(encoding="utf-8", newline=newline)
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline=newline)
+    return path.open(encoding="utf-8-sig", newline=newline)
 
 
 # ---------------------------------------------------------------- raw row streams
 
 
 def iter_csv(path: Path) -> tuple[list[str], Iterator[Record]]:
-    """(header, rows) of a CSV file; rows stream from the open file."""
+    """(header, rows) of a CSV file; rows stream from the open file. Parsing is strict:
+    a quoted field that never closes (a stray quote would otherwise swallow every row
+    after it into one field) is BadInput naming the line where it opens."""
     csv.field_size_limit(2**31 - 1)
     f = open_text(path, newline="")
-    reader = csv.DictReader(f)
+    reader = csv.DictReader(f, strict=True)
     try:
         header = list(reader.fieldnames or [])
     except READ_ERRORS as e:
@@ -109,9 +112,19 @@ def iter_csv(path: Path) -> tuple[list[str], Iterator[Record]]:
 
     def rows() -> Iterator[Record]:
         with f:
-            for n, row in enumerate(reader):
+            n = 0
+            while True:
+                start = reader.line_num + 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as e:
+                    raise BadInput(f"{path}: line {start}: {e} (a quoted field opens there and "
+                                   "does not close: a stray quote?)") from None  # fmt: skip
                 if None in row:
                     raise BadInput(f"{path}: row {n} has more fields than the header")
+                n += 1
                 yield row
 
     return header, rows()
@@ -334,6 +347,21 @@ def _atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], T]) -> T:
         tmp.unlink(missing_ok=True)
         raise
     return result
+
+
+def umask() -> int:
+    """The process's file-creation mask (read without changing it for long)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(root: Path) -> None:
+    """Give a folder written through a private temp folder (0700) or by a library that
+    writes 0600 files (safetensors) the modes the user's umask asks for."""
+    mask = umask()
+    for path in [Path(root), *Path(root).rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> Path:

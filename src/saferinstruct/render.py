@@ -23,11 +23,13 @@ CSS = (
     "border:1px solid #e0c36c;padding:.6em 1em}details{margin:1em 0}"
     ".ex{border-left:3px solid #ccc;padding-left:.6em;margin:.6em 0;font-size:14px}"
 )
-WARNING = (
-    "Content warning: this data is built from real harmful text (for example hate speech "
-    "and self-harm). The examples section quotes short, truncated excerpts; it is "
-    "collapsed by default."
-)
+def warning(kinds: str) -> str:
+    """The content warning for a report whose texts are of these `kinds` (the run's
+    categories, or a description of the prompts)."""
+    return (
+        f"Content warning: this report quotes real text of these kinds: {kinds}. The "
+        "examples section shows short, truncated excerpts; it is collapsed by default."
+    )
 
 Table = tuple[str, list[str], list[list[str]]]
 """(title, header, rows): one table, rendered the same way in HTML and Markdown."""
@@ -73,7 +75,9 @@ def html_table(title: str, header: list[str], rows: list[list[str]]) -> str:
 
 
 def md_cell(text: str) -> str:
-    return html.escape(text).replace("|", "\\|")
+    """Text for a Markdown table cell: `|` escaped, and `<`, `>`, `&` as entities so no
+    quoted text becomes HTML (quotes and apostrophes stay as they are)."""
+    return html.escape(text, quote=False).replace("|", "\\|")
 
 
 def md_table(title: str, header: list[str], rows: list[list[str]]) -> str:

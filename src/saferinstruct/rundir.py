@@ -198,6 +198,8 @@ class RunDir:
                     shutil.rmtree(path)
                 elif path.exists():
                     path.unlink()
+        for stale in self.root.rglob(".*.tmp"):  # a killed writer's leftovers
+            stale.unlink(missing_ok=True)
         self.mark("running", config_hash)
 
     def mark(self, status: str, config_hash: str | None = None) -> None:

@@ -104,8 +104,8 @@ def judge_prompts(items: list[Item], model: list[str], reference: list[str], mod
     for it, m, r in zip(items, model, reference, strict=True):
         m, r = clip_answer(m, max_chars), clip_answer(r, max_chars)
         for a, b in ((m, r), (r, m)):
-            out.append(build_prompt(template, mode, instruction=it.instruction,
-                                    response_a=a, response_b=b))  # fmt: skip
+            out.append(build_prompt(template, mode, untrusted={
+                "instruction": it.instruction, "response_a": a, "response_b": b}))  # fmt: skip
     return out
 
 

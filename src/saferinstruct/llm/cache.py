@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, EndpointDown
+from ..progress import report_calls
 from .base import Backend, Capabilities, Completion, GenParams, Prompt, Score
 
 log = logging.getLogger("saferinstruct")
@@ -274,7 +275,9 @@ class CachedBackend:
         unique = list(dict.fromkeys(keys))
         first = {k: keys.index(k) for k in unique}
         found = self.cache.get_many(unique)
-        self.stats.hits += sum(k in found for k in keys)
+        hits = sum(k in found for k in keys)
+        self.stats.hits += hits
+        report_calls(hits)
         todo = [k for k in unique if k not in found]
         while todo:
             mine, theirs = self.cache.claim(todo)

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import BadInput
+from ..io import apply_umask
 from ..paths import cache_root
 
 EMBEDDED_NAME = "embedded"
@@ -69,6 +70,7 @@ def ensure_converted() -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        apply_umask(tmp)  # mkdtemp is 0700, safetensors writes 0600
         os.replace(tmp, target)  # atomic: a second process either sees it whole or not
     except OSError:
         if not (target / "config.json").exists():

@@ -130,8 +130,10 @@ class LocalBackend:
         results: list[Completion | None] = [None] * len(ids)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
+            counter = StepCounter(len(chunk), params.max_new_tokens)
             outs = _generate_batch(loaded, [ids[i] for i in chunk], params,
-                                   [seeds[i] for i in chunk])  # fmt: skip
+                                   [seeds[i] for i in chunk], counter)  # fmt: skip
+            counter.finish()
             for i, out in zip(chunk, outs, strict=True):
                 results[i] = out
         return [r for r in results if r is not None]
@@ -207,6 +209,30 @@ def _generation_config(loaded: _Loaded, params: GenParams) -> Any:
     )
 
 
+class StepCounter:
+    """A logits processor that changes nothing and reports progress: each decoding step is
+    `prompts / max_new_tokens` of a call; `finish` reports the rest (rows that stopped
+    early), so a batch always adds up to its prompts."""
+
+    def __init__(self, prompts: int, max_new_tokens: int) -> None:
+        self.prompts, self.steps, self.reported = prompts, max(1, max_new_tokens), 0.0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        from ..progress import report_calls
+
+        share = self.prompts / self.steps
+        if self.reported + share <= self.prompts:
+            self.reported += share
+            report_calls(share)
+        return scores
+
+    def finish(self) -> None:
+        from ..progress import report_calls
+
+        report_calls(self.prompts - self.reported)
+        self.reported = self.prompts
+
+
 class SeededSampler:
     """A logits processor that turns greedy decoding into sampling, one random stream per
     row: each step, row r gets scores / temperature (top-p-filtered) plus Gumbel noise
@@ -236,8 +262,8 @@ class SeededSampler:
         return scores + gumbel.to(device=scores.device, dtype=scores.dtype)
 
 
-def _generate_batch(loaded: _Loaded, rows: list[list[int]], params: GenParams,
-                    seeds: list[int]) -> list[Completion]:  # fmt: skip
+def _generate_batch(loaded: _Loaded, rows: list[list[int]], params: GenParams, seeds: list[int],
+                    counter: StepCounter | None = None) -> list[Completion]:  # fmt: skip
     """One batch; with sampling, each prompt is repeated `n` times, row j of prompt i
     sampling with seed derive_seed(seeds[i], j)."""
     from transformers import LogitsProcessorList
@@ -258,6 +284,8 @@ def _generate_batch(loaded: _Loaded, rows: list[list[int]], params: GenParams,
         processors.append(SeededSampler(row_seeds, params.temperature, params.top_p))
     elif n > 1:
         raise BadInput("n > 1 needs temperature > 0 (greedy decoding repeats itself)")
+    if counter is not None:
+        processors.append(counter)
     out = model.generate(
         input_ids=ids,
         attention_mask=mask,

@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from ..errors import BadInput, EndpointDown
+from ..progress import report_calls
 from .base import Capabilities, Completion, GenParams, Message, Prompt, Score
 
 log = logging.getLogger(__name__)
@@ -356,6 +357,7 @@ class OpenAIBackend:
 
         def one(i: int, run: _Run) -> Completion:
             result, error = self._with_retries(self._sender(routes[i], params, i), run)
+            report_calls(1)
             return result if result is not None else Completion(error=error)
 
         return self._map(one, len(prompts))
@@ -374,6 +376,7 @@ class OpenAIBackend:
             result, error = self._with_retries(
                 self._score_sender(str(prompts[i]), continuations[i]), run
             )
+            report_calls(1)
             return result if result is not None else Score(error=error)
 
         return self._map(one, len(prompts))

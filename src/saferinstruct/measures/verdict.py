@@ -30,12 +30,15 @@ nothing raises except missing capabilities and bad config (`BadInput`).
 What to ask lives in prompt files (`prompts.domain_prompt`, `prompts.criteria_for`);
 how to answer is tied to the parser here, so `build_prompt` fills `{answer_format}` for
 the mode (templates use `{name}` placeholders, filled in one pass by `prompts.fill`).
+Untrusted text (in-the-wild texts, instructions induced from them, model answers) goes
+into the prompt as a JSON string (`quote`), so it cannot close its block, fake a verdict
+or pose as the question (benchmarks/injection.py measures what that buys).
 
     from saferinstruct.measures.verdict import ask, build_prompt
     from saferinstruct.prompts import criteria_for, domain_prompt
     template = domain_prompt(domain, "filter")
-    prompt = build_prompt(template, cfg.mode, instruction="...", category="hate",
-                          criteria=criteria_for(domain, "hate"))
+    prompt = build_prompt(template, cfg.mode, untrusted={"instruction": "..."},
+                          category="hate", criteria=criteria_for(domain, "hate"))
     [v] = ask(expert, [prompt], cfg)      # Verdict(kept=..., score=..., reason=...)
 """
 
@@ -127,9 +130,19 @@ def answer_format(mode: str) -> str:
     return JSON_ANSWER if mode == "json" else YESNO_ANSWER
 
 
-def build_prompt(template: str, mode: str, **values: str) -> Prompt:
-    """A one-message chat prompt from a template, with `{answer_format}` for `mode`."""
-    text = fill(template, answer_format=answer_format(mode), **values).strip()
+def quote(text: str) -> str:
+    """Untrusted text as one JSON string: quotes, newlines and block markers inside it are
+    escaped, so nothing in it can close its block or pose as the prompt's own words."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def build_prompt(template: str, mode: str, untrusted: dict[str, str] | None = None,
+                 **values: str) -> Prompt:  # fmt: skip
+    """A one-message chat prompt from a template, with `{answer_format}` for `mode`.
+    `untrusted` values (texts from the wild, model answers) go in as JSON strings
+    (`quote`); `values` (categories, criteria from the user's own files) as they are."""
+    quoted = {k: quote(v) for k, v in (untrusted or {}).items()}
+    text = fill(template, answer_format=answer_format(mode), **values, **quoted).strip()
     return [{"role": "user", "content": text}]
 
 

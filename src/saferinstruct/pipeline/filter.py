@@ -37,9 +37,9 @@ def filter_prompt(
     return V.build_prompt(
         template,
         mode,
+        untrusted={"instruction": instruction.strip()[:MAX_INSTRUCTION_CHARS]},
         category=category,
         criteria=criteria,
-        instruction=instruction.strip()[:MAX_INSTRUCTION_CHARS],
     )
 
 

@@ -15,6 +15,7 @@ A text with no valid candidate is dropped with the counts of each failure.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
@@ -35,8 +36,8 @@ def induce_prompt(text: str, mode: str, max_chars: int) -> Prompt:
     """The prompt for one text: raw paper template (reverse) or chat (prompted)."""
     if mode == "reverse":
         return prompts.reverse_prompt(text, max_chars)
-    if mode == "prompted":
-        body = text[:max_chars].rstrip()
+    if mode == "prompted":  # the text is untrusted: it goes in as a JSON string
+        body = json.dumps(text[:max_chars].rstrip(), ensure_ascii=False)
         return [
             {"role": "user", "content": prompts.fill(prompts.load("induce_prompted"), output=body)}
         ]

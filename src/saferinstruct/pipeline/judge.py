@@ -117,11 +117,13 @@ def judge_prompt(
     return V.build_prompt(
         template,
         mode,
+        untrusted={
+            "instruction": str(record["instruction"]).strip()[:MAX_TEXT_CHARS],
+            "chosen": str(record["chosen"]).strip()[:MAX_TEXT_CHARS],
+            "rejected": str(record["text"]).strip()[:MAX_TEXT_CHARS],
+        },
         category=category,
         criteria=criteria,
-        instruction=str(record["instruction"]).strip()[:MAX_TEXT_CHARS],
-        chosen=str(record["chosen"]).strip()[:MAX_TEXT_CHARS],
-        rejected=str(record["text"]).strip()[:MAX_TEXT_CHARS],
     )
 
 

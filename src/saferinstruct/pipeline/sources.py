@@ -2,7 +2,10 @@
 
 Each text becomes a record with a stable id (the id column, else file name + row
 number) and a category. Empty texts are kept with a drop reason, not skipped, and
-`limit` caps the count per category (a deterministic prefix of the file).
+`limit` caps the count per category (a deterministic prefix of the file). A text longer
+than `max_text_chars` is cut there, once, here (the record keeps `text_cut_from`, its
+length before; the funnel counts them). Bad input is one line naming the file: an id
+that appears twice, a limit below 1, a file with no texts.
 
     records = list(load_sources(SourceConfig(path="data/safer-instruct/sources.csv")))
 """
@@ -21,10 +24,13 @@ from ..records import Record, add_verdict, new_record
 
 def load_sources(cfg: SourceConfig, limit: int | None = None) -> Iterator[Record]:
     cap = limit if limit is not None else cfg.limit
+    if cap is not None and cap < 1:
+        raise BadInput(f"--limit / source.limit: expected at least 1 text per category, got {cap}")
     columns = {"text": cfg.text_column}
     if cfg.category_column:
         columns["category"] = cfg.category_column
     seen: Counter[str] = Counter()
+    ids: dict[str, int] = {}
     stem = file_stem(Path(cfg.path))
     for number, row in enumerate(read_records(cfg.path, id_column=cfg.id_column, columns=columns)):
         if cfg.id_column is None:  # no id column: file name + row number, always unique
@@ -35,12 +41,24 @@ def load_sources(cfg: SourceConfig, limit: int | None = None) -> Iterator[Record
         if cap is not None and seen[category] >= cap:
             continue
         seen[category] += 1
+        rid = str(row["id"])
+        if rid in ids:
+            raise BadInput(f"{cfg.path}: id {rid!r} appears twice (rows {ids[rid]} and {number}): "
+                           f"ids in {cfg.id_column or 'the id column'} must be unique")  # fmt: skip
+        ids[rid] = number
         text = row.get("text")
         text = "" if text is None else str(text)
-        record = new_record(str(row["id"]), text, category)
+        extra = {}
+        if len(text) > cfg.max_text_chars:
+            extra["text_cut_from"] = len(text)
+            text = text[: cfg.max_text_chars]
+        record = new_record(rid, text, category, **extra)
         if not text.strip():
             add_verdict(record, "sources", False, "empty text")
         yield record
+    if not ids:
+        raise BadInput(f"{cfg.path}: no source texts (an empty file, only a header, or no row "
+                       "matches source.where)")  # fmt: skip
 
 
 def _matches(row: dict, where: dict[str, list[str]] | None) -> bool:

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_atomic
-from ..render import WARNING, Table, clip, html_page, html_table, img, md_cell, md_table, png_bytes
+from ..render import Table, clip, html_page, html_table, img, md_cell, md_table, png_bytes, warning
+
+KINDS = "harmful requests and the answers models gave them, and XSTest prompts"
+"""What the comparison's examples quote, for the content warning."""
 
 EXAMPLES = 3
 RATE_METRICS = (
@@ -113,7 +116,7 @@ def render_html(data: dict[str, Any], png: bytes) -> str:
         img(png, "metrics"),
         html_table(*metric_table(data)),
         html_table(*judge_table(data)),
-        f"<h2>Examples</h2><details><summary><b>{html.escape(WARNING)}</b> Click to show."
+        f"<h2>Examples</h2><details><summary><b>{html.escape(warning(KINDS))}</b> Click to show."
         "</summary>",
     ]
     for ex in examples(data):
@@ -135,7 +138,7 @@ def render_md(data: dict[str, Any], image: str) -> str:
         md_table(*metric_table(data)),
         md_table(*judge_table(data)),
         "## Examples",
-        f"<details>\n<summary>{html.escape(WARNING)} Click to show.</summary>\n",
+        f"<details>\n<summary>{md_cell(warning(KINDS))} Click to show.</summary>\n",
     ]
     for ex in examples(data):
         lines = [f"- **{ex['set']}:** {md_cell(ex['prompt'])}"]

@@ -2,12 +2,12 @@
 
 Built from a run directory alone (`RunDir`): the funnel `assemble` wrote, the last stage
 file, the dataset and, when present, the resolved config (for the template and
-near-duplicate thresholds; its defaults otherwise). It shows the funnel per category as a plot,
-the filter and judge score histograms, duplicate and template shares, the diversity of
-instructions (distinct-2, mean pairwise MiniLM distance), the drop reasons, and a few
-examples cut to 160 characters behind a content warning (a collapsed <details> block).
-The HTML is self-contained (plots embedded as base64 PNG); the Markdown references
-`DIR/report_files/*.png`. `report.json` holds numbers only, never text.
+near-duplicate thresholds; its defaults otherwise). It shows the funnel per category as a
+plot, the filter and judge score histograms, duplicate and template shares, the diversity
+of instructions (distinct-2, mean pairwise MiniLM distance), the drop reasons, and a few
+examples cut to 160 characters behind a content warning that names the run's categories
+(a collapsed <details> block). The HTML is self-contained (plots embedded as base64 PNG);
+the Markdown references `DIR/report_files/*.png`. `report.json` holds numbers only.
 
     from saferinstruct.report.data import write_data_report
     html_path, md_path = write_data_report(RunDir("runs/quick"))
@@ -29,7 +29,6 @@ from ..measures.similarity import mean_pairwise_distance, template_share
 from ..measures.text import distinct_n, normalise
 from ..records import dropped_at, reason_key
 from ..render import (
-    WARNING,
     Table,
     clip,
     fmt,
@@ -39,6 +38,7 @@ from ..render import (
     md_cell,
     md_table,
     png_bytes,
+    warning,
 )
 from ..rundir import SPLITS, RunDir
 
@@ -334,8 +334,13 @@ def tables(data: dict[str, Any]) -> list[Table]:
 # ---------------------------------------------------------------- HTML
 
 
-def _html_examples(ex: dict[str, Any]) -> str:
-    parts = [f"<details><summary><b>{html.escape(WARNING)}</b> Click to show.</summary>"]
+def kinds(data: dict[str, Any]) -> str:
+    """The run's categories, for the content warning."""
+    return ", ".join(sorted(data["funnel"].get("by_category") or {})) or "harmful text"
+
+
+def _html_examples(ex: dict[str, Any], warn: str) -> str:
+    parts = [f"<details><summary><b>{html.escape(warn)}</b> Click to show.</summary>"]
     for cat, e in ex.items():
         parts.append(f"<h3>{html.escape(cat)}</h3>")
         parts.append(
@@ -356,7 +361,7 @@ def _html_examples(ex: dict[str, Any]) -> str:
 def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
     c = data["counts"]
     parts = [
-        f"<p class=warn>{html.escape(WARNING)}</p>",
+        f"<p class=warn>{html.escape(warning(kinds(data)))}</p>",
         f"<p>{c['sources']} source records in, {c['final']} pairs out "
         f"({c['train']} train, {c['test']} test).</p>",
         img(pngs["funnel"], "funnel"),
@@ -364,18 +369,18 @@ def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
     if "scores" in pngs:
         parts.append("<h2>Score distributions</h2>" + img(pngs["scores"], "scores"))
     parts.extend(html_table(*t) for t in tables(data))
-    parts.append("<h2>Examples</h2>" + _html_examples(data["_examples"]))
+    parts.append("<h2>Examples</h2>" + _html_examples(data["_examples"], warning(kinds(data))))
     return html_page("Safer-Instruct data report", parts)
 
 
 # ---------------------------------------------------------------- Markdown
 
 
-def _md_examples(ex: dict[str, Any]) -> str:
-    lines = ["<details>", f"<summary>{html.escape(WARNING)} Click to show.</summary>", ""]
+def _md_examples(ex: dict[str, Any], warn: str) -> str:
+    lines = ["<details>", f"<summary>{md_cell(warn)} Click to show.</summary>", ""]
     for cat, e in ex.items():
         lines += [
-            f"### {html.escape(cat)}",
+            f"### {md_cell(cat)}",
             "",
             f"Most common chosen response ({e['top_chosen_count']}x): "
             f"*{md_cell(e['top_chosen'])}*",
@@ -396,7 +401,7 @@ def render_md(data: dict[str, Any], images: dict[str, str]) -> str:
     c = data["counts"]
     parts = [
         "# Safer-Instruct data report",
-        f"> **{WARNING}**",
+        f"> **{warning(kinds(data))}**",
         f"{c['sources']} source records in, {c['final']} pairs out "
         f"({c['train']} train, {c['test']} test).",
         f"![funnel]({images['funnel']})",
@@ -404,7 +409,7 @@ def render_md(data: dict[str, Any], images: dict[str, str]) -> str:
     if "scores" in images:
         parts.append(f"## Score distributions\n\n![scores]({images['scores']})")
     parts.extend(md_table(*t) for t in tables(data))
-    parts.append("## Examples\n\n" + _md_examples(data["_examples"]))
+    parts.append("## Examples\n\n" + _md_examples(data["_examples"], warning(kinds(data))))
     return "\n\n".join(parts) + "\n"
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ModelConfig, TrainStepConfig
-from ..io import write_atomic
+from ..io import apply_umask, write_atomic
 
 log = logging.getLogger("saferinstruct")
 
@@ -265,6 +265,7 @@ def save_final(trainer: Any, final: Path, lora: bool) -> None:
     try:
         model.save_pretrained(str(tmp))
         trainer.processing_class.save_pretrained(str(tmp))
+        apply_umask(tmp)  # mkdtemp is 0700, safetensors writes 0600
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     finally:

@@ -1,0 +1,91 @@
+"""Threads beside a busy neighbour: the local backend's tokens/s with torch's OpenMP
+threads set up three ways before torch loads, alone and beside a process spinning on
+one core (what a shared 2-core machine sees).
+
+- `spin`: OMP_WAIT_POLICY unset (libgomp's threads spin-wait), as many threads as cores;
+- `passive`: OMP_WAIT_POLICY=PASSIVE (threads sleep when idle), as many threads as cores;
+- `one`: OMP_NUM_THREADS=1.
+Each variant runs in a fresh process (OpenMP reads these when torch loads): the embedded
+model, 32 prompts, 24 new tokens, greedy, batches of 16, one warm-up batch first.
+Ratios are against `spin` in the same condition, measured in the same run.
+
+    python benchmarks/threads.py > threads.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info  # noqa: E402
+
+VARIANTS = {
+    "spin": {},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "one": {"OMP_NUM_THREADS": "1"},
+}
+
+
+def worker() -> None:
+    """Time the generation; prints tokens/s as JSON."""
+    from saferinstruct.llm.base import GenParams
+    from saferinstruct.llm.local import LocalBackend
+
+    b = LocalBackend("embedded", batch_size=16)
+    prompts = [[{"role": "user", "content": f"Tell me one fact about the number {i}."}]
+               for i in range(32)]  # fmt: skip
+    params = GenParams(max_new_tokens=24)
+    b.generate(prompts[:16], params)  # warm-up (and the load)
+    start = time.perf_counter()
+    out = b.generate(prompts, params)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(b.tokenizer(c.text)["input_ids"]) for c in out)
+    import torch
+
+    print(json.dumps({"tok_per_s": round(tokens / seconds, 2), "seconds": round(seconds, 2),
+                      "threads": torch.get_num_threads()}))  # fmt: skip
+
+
+def measure(variant: str, neighbour: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    env.update(VARIANTS[variant], HF_HUB_OFFLINE="1")
+    spinner = None
+    if neighbour:
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        out = subprocess.run([sys.executable, __file__, "--worker"], env=env, text=True,
+                             capture_output=True, timeout=1800, check=True)  # fmt: skip
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker()
+        return
+    info = machine_info()
+    results: dict[str, dict] = {}
+    for condition, neighbour in (("alone", False), ("busy_neighbour", True)):
+        results[condition] = {v: measure(v, neighbour) for v in VARIANTS}
+        base = results[condition]["spin"]["tok_per_s"]
+        for v in VARIANTS:
+            results[condition][v]["ratio_vs_spin"] = round(
+                results[condition][v]["tok_per_s"] / base, 3)  # fmt: skip
+        print(json.dumps({condition: results[condition]}), file=sys.stderr, flush=True)
+    print(json.dumps({"benchmark": "threads", "machine": info, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
