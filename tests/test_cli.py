@@ -4,6 +4,7 @@ real OpenAI-compatible server (`safer-instruct serve`) with faults in front of i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -157,6 +158,14 @@ def test_sft_then_dpo_from_the_command_line(tmp_path):
     sft = last_json(cli("sft", "--data", sample, "--out", str(tmp_path / "sft"), *tiny,
                         check_rc=0).stdout)  # fmt: skip
     assert (tmp_path / "sft" / "model" / "config.json").exists()
+    # the card names its data; the model gets the user's umask (not 0600/0700)
+    card = (tmp_path / "sft" / "README.md").read_text()
+    assert sample in card and '"sha256_16"' in card and '"rows": 4' in card
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (tmp_path / "sft" / "model", tmp_path / "sft" / "model" / "model.safetensors"):
+        want = (0o777 if path.is_dir() else 0o666) & ~mask
+        assert path.stat().st_mode & 0o777 == want, (path, oct(path.stat().st_mode))
     dpo = cli("dpo", "--data", sample, "--out", str(tmp_path / "dpo"), "--base-model",
               sft["model"], *tiny, check_rc=0)  # fmt: skip
     assert (tmp_path / "dpo" / "model" / "config.json").exists()

@@ -22,7 +22,7 @@ LAYERS = [
               "prompts", "progress", "outcome", "threads"}),
     ("models", {"llm"}),
     ("shared", {"measures", "preferences", "render"}),
-    ("components", {"pipeline", "train", "evaluate", "report", "serve"}),
+    ("components", {"pipeline", "train", "evaluate", "report", "serve", "scaffold"}),
     ("recipes", {"api", "runner"}),
     ("face", {"cli", "__main__"}),
 ]  # fmt: skip

@@ -55,6 +55,7 @@ log = logging.getLogger("saferinstruct")
 
 __all__ = [
     "load_config",
+    "init",
     "run",
     "reverse_train",
     "induce",
@@ -100,6 +101,48 @@ def write_resolved_config(cfg: RunConfig, run: RunDir, models: dict[str, str]) -
         },
     }
     return run.write(run.config, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
+# ---------------------------------------------------------------- settings
+
+
+def quickstart_config() -> Path:
+    """configs/quickstart.yaml of this checkout, said on stderr (a run with no --config)."""
+    from .paths import project_root
+
+    root = project_root()
+    path = root / "configs" / "quickstart.yaml" if root is not None else None
+    if path is None or not path.exists():
+        raise BadInput("no --config given and no configs/quickstart.yaml beside this install: "
+                       "give --config FILE (`safer-instruct init DIR` writes one)")  # fmt: skip
+    log.info("no --config: using the quickstart settings, %s", path)
+    return path
+
+
+def use_input(cfg: RunConfig, path: Path, text_column: str | None = None,
+              category_column: str | None = None,
+              id_column: str | None = None) -> None:  # fmt: skip
+    """Point `cfg` at the user's own texts. Columns not named are `text`, and `category`
+    and `id` where the file has them (else one category, `default`, and row numbers)."""
+    from .io import columns_of
+
+    if not Path(path).exists():
+        raise BadInput(f"--input: file not found: {path}")
+    have = columns_of(path)
+    src = cfg.source
+    src.path = str(Path(path).resolve())
+    src.text_column = text_column or "text"
+    src.category_column = category_column or ("category" if "category" in have else None)
+    src.id_column = id_column or ("id" if "id" in have else None)
+    src.where = None
+
+
+def init(folder: str | Path, categories: list[str], domain: str = "safety") -> list[Path]:
+    """Write a run config and commented prompt files for your own categories (the ones
+    that do not exist yet); returns the files written."""
+    from .scaffold import scaffold
+
+    return scaffold(Path(folder), categories, domain)
 
 
 # ---------------------------------------------------------------- reverse model
@@ -420,7 +463,17 @@ def sft(data: str | Path, out_dir: str | Path, step: TrainStepConfig) -> Path:
     step.check("sft")
     check_out_dir(out_dir)
     rows = load_training_data(data, step.max_pairs)
-    return train_sft(rows, step, Path(out_dir))
+    return train_sft(rows, step, Path(out_dir), source=data_source(data, rows))
+
+
+def data_source(data: str | Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a model card says about its data: the file, its sha256 and the rows used."""
+    from .llm.fingerprint import file_hash
+    from .preferences import hh_default_path
+
+    path = hh_default_path() if str(data) == "hh" else dataset_file(data, "train")
+    return {"file": str(Path(path).resolve()), "sha256_16": file_hash(Path(path)),
+            "rows": len(rows), "given_as": str(data)}  # fmt: skip
 
 
 def check_out_dir(out_dir: str | Path) -> None:
@@ -445,7 +498,8 @@ def dpo(data: str | Path, out_dir: str | Path, step: TrainStepConfig) -> Path:
     step.check("dpo")
     check_out_dir(out_dir)
     rows = load_training_data(data, step.max_pairs)
-    return train_dpo(rows, step, Path(out_dir), ref_dir=dpo_ref_dir(data))
+    return train_dpo(rows, step, Path(out_dir), ref_dir=dpo_ref_dir(data),
+                     source=data_source(data, rows))  # fmt: skip
 
 
 # ---------------------------------------------------------------- evaluation
@@ -506,9 +560,11 @@ def eval_recovery(
 
 def eval_safety(model: str, prompts: Path | None = None, column: str = "prompt",
                 data: Path | None = None, limit: int | None = None,
-                max_new_tokens: int = 40, cache: str | None = None) -> dict[str, Any]:  # fmt: skip
+                max_new_tokens: int = 40, cache: str | None = None,
+                out: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Refusal rates of `model` (a spec) on harmful prompts (default: the shipped HH-RLHF
-    evaluation part)."""
+    evaluation part), with their definitions; with `out`, every prompt, answer and label
+    in `out/answers.jsonl`."""
     from .evaluate.safety import harmful_prompts, safety
 
     for path in (prompts, data):
@@ -516,16 +572,40 @@ def eval_safety(model: str, prompts: Path | None = None, column: str = "prompt",
             raise BadInput(f"file not found: {path}")
     if data is not None and Path(data).is_dir():
         RunDir(data).require_complete("--data")
+    if out is not None:
+        check_out_dir(out)
     backend = Backends(cache).get(parse_model_spec(model))
-    return safety(backend, harmful_prompts(prompts, column, data, limit), max_new_tokens)
+    result = safety(backend, harmful_prompts(prompts, column, data, limit), max_new_tokens)
+    return _with_answers(result, out)
 
 
 def eval_overrefusal(model: str, limit: int | None = None, max_new_tokens: int = 40,
-                     cache: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """XSTest: full-compliance rate on safe prompts, refusal rate on unsafe ones."""
+                     cache: str | None = None,
+                     out: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """XSTest: full-compliance rate on safe prompts, refusal rate on unsafe ones; with
+    `out`, every prompt, answer and label in `out/answers.jsonl`."""
     from .evaluate.safety import overrefusal
 
-    return overrefusal(Backends(cache).get(parse_model_spec(model)), max_new_tokens, limit)
+    if out is not None:
+        check_out_dir(out)
+    result = overrefusal(Backends(cache).get(parse_model_spec(model)), max_new_tokens, limit)
+    return _with_answers(result, out)
+
+
+ANSWERS_FILE = "answers.jsonl"
+
+
+def _with_answers(result: dict[str, Any], out: Path | None) -> dict[str, Any]:
+    """The result without its judged answers; written to `out` when given."""
+    from .io import write_jsonl_atomic
+
+    items = result.pop("items")
+    if out is not None:
+        path = Path(out) / ANSWERS_FILE
+        write_jsonl_atomic(path, items)
+        result["answers_file"] = str(path)
+        result["_items"] = items
+    return result
 
 
 def _side(spec: str, pool: Backends) -> Any:

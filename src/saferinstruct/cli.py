@@ -46,17 +46,29 @@ app = typer.Typer(
     help="Safer-Instruct: build preference data automatically, then train and evaluate on it.",
 )
 
+def opt(*decls: str, help: str, default: str | None = None) -> Any:
+    """A typer option whose help ends with its default in typer's own style,
+    `[default: X]`, also where the value is None until given (`default` says what then)."""
+    if default is None:
+        return typer.Option(*decls, help=help)
+    return typer.Option(*decls, help=f"{help}  [default: {default}]", show_default=False)
+
+
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="run config YAML (default: built-in defaults)")
+    Path | None,
+    opt("--config", "-c", help="run config YAML", default="the built-in defaults"),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run directory for outputs")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="override a config key, e.g. --set induce.num_candidates=4"),
-]
+    opt("--set", help="override a config key, e.g. --set induce.num_candidates=4",
+        default="none"),
+]  # fmt: skip
 LimitOpt = Annotated[
-    int | None, typer.Option("--limit", help="at most N source texts per category")
-]
+    int | None,
+    opt("--limit", help="at most N source texts per category",
+        default="the config's source.limit (quickstart: 8; else all)"),
+]  # fmt: skip
 
 
 def _print_json(obj: object) -> None:
@@ -135,23 +147,91 @@ def _replace(section: Any, given: dict[str, Any]) -> Any:
     return dataclasses.replace(section, **given)
 
 
+# ---------------------------------------------------------------- version, init
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"safer-instruct {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = None,
+) -> None:
+    """Safer-Instruct: build preference data automatically, then train and evaluate on it."""
+
+
+@app.command("init")
+def init_cmd(
+    folder: Annotated[Path, typer.Argument(help="folder to write (created if needed)")],
+    categories: Annotated[str, typer.Option(help="your categories, comma separated: a,b")],
+    domain: Annotated[
+        str, typer.Option(help="the package prompt set your files extend: safety or helpfulness")
+    ] = "safety",
+) -> None:
+    """Write a run config and commented prompt files for your own categories: you edit
+    text (what each category is, how the expert should answer), not code."""
+    from . import api
+    from .scaffold import parse_categories
+
+    written = api.init(folder, parse_categories(categories), domain)
+    for path in written:
+        typer.echo(f"wrote {path}", err=True)
+    typer.echo(f"next: edit {folder}/prompts/*.txt, then safer-instruct run --config "
+               f"{folder}/config.yaml --input YOUR.csv --out runs/mine", err=True)  # fmt: skip
+    _print_json({"written": [str(p) for p in written]})
+
+
 # ---------------------------------------------------------------- the data pipeline
 
 
 @app.command("run")
 def run_cmd(
     out: OutOpt,
-    config: ConfigOpt = None,
+    config: Annotated[
+        Path | None,
+        opt("--config", "-c", help="run config YAML",
+            default="configs/quickstart.yaml, and the run says so"),
+    ] = None,
+    input: Annotated[
+        Path | None,
+        opt("--input", "-i", help="your own source texts (csv/jsonl/parquet/dataset dir)",
+            default="the config's source.path"),
+    ] = None,
+    text_column: Annotated[
+        str | None, opt(help="--input: column with the text", default="text")
+    ] = None,
+    category_column: Annotated[
+        str | None,
+        opt(help="--input: column with the category (none: one category, 'default')",
+            default="category"),
+    ] = None,
+    id_column: Annotated[
+        str | None, opt(help="--input: column with a stable id (none: row numbers)",
+                        default="id")
+    ] = None,
     limit: LimitOpt = None,
     set_: SetOpt = None,
     force: Annotated[
         bool, typer.Option(help="replace the outputs of a directory made with another config")
     ] = False,
 ) -> None:
-    """Run the data pipeline: reverse-train (or reuse), induce, filter, respond, judge, assemble."""
+    """Run the data pipeline: reverse-train (or reuse), induce, filter, respond, judge, assemble.
+
+    With no --config, the quickstart settings (the embedded model in every role). With
+    --input, your own texts instead of the config's (columns as below)."""
     from . import api
 
-    cfg = api.load_config(config, set_ or [])
+    cfg = api.load_config(config or api.quickstart_config(), set_ or [])
+    if input is not None:
+        api.use_input(cfg, input, text_column, category_column, id_column)
     _print_json(api.run(cfg, out, limit=limit, force=force))
 
 
@@ -162,7 +242,7 @@ def reverse_train_cmd(
     config: ConfigOpt = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="output directory (default: the user cache, keyed)"),
+        opt("--out", "-o", help="output directory", default="the user cache, keyed by settings"),
     ] = None,
     set_: SetOpt = None,
 ) -> None:
@@ -188,16 +268,19 @@ def induce_cmd(
     config: ConfigOpt = None,
     model: Annotated[
         str | None,
-        typer.Option(
-            help="model: 'embedded', a local HF dir, or openai:NAME@URL (default: from config)"
-        ),
+        opt(help="model: 'embedded', a local HF dir, or openai:NAME@URL",
+            default="the config's reverse_model (reverse) or expert (prompted)"),
     ] = None,
     mode: Annotated[
-        str | None, typer.Option(help="'reverse' (reverse-tuned model) or 'prompted' (zero-shot)")
+        str | None,
+        opt(help="'reverse' (reverse-tuned model) or 'prompted' (zero-shot)",
+            default="the config's induce.mode (reverse)"),
     ] = None,
     text_column: Annotated[str, typer.Option(help="column with the text")] = "text",
     id_column: Annotated[str | None, typer.Option(help="column with a stable id")] = "id",
-    category_column: Annotated[str | None, typer.Option(help="column with the category")] = None,
+    category_column: Annotated[
+        str | None, opt(help="column with the category", default="none: 'default'")
+    ] = None,
     limit: LimitOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -227,7 +310,7 @@ RunDirOpt = Annotated[
 ]
 InputOpt = Annotated[
     Path | None,
-    typer.Option("--input", "-i", help="records to read (default: the previous stage in --out)"),
+    opt("--input", "-i", help="records to read", default="the previous stage's file in --out"),
 ]
 
 
@@ -260,7 +343,8 @@ def judge_cmd(
     input: InputOpt = None,
     audit: Annotated[
         Path | None,
-        typer.Option(help="audit an existing preference file (instruction/chosen/rejected)"),
+        opt(help="audit an existing preference file (instruction/chosen/rejected)",
+            default="none: judge the run's pairs"),
     ] = None,
     instruction_column: Annotated[
         str, typer.Option(help="--audit: instruction column")
@@ -268,9 +352,9 @@ def judge_cmd(
     chosen_column: Annotated[str, typer.Option(help="--audit: chosen column")] = "chosen",
     rejected_column: Annotated[str, typer.Option(help="--audit: rejected column")] = "rejected",
     category: Annotated[
-        str | None, typer.Option(help="--audit: category (default: a column, else the file name)")
+        str | None, opt(help="--audit: category", default="a category column, else the file name")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="--audit: at most N pairs")] = None,
+    limit: Annotated[int | None, opt(help="--audit: at most N pairs", default="all")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -309,10 +393,8 @@ DataOpt = Annotated[
 TrainOut = Annotated[Path, typer.Option("--out", "-o", help="output directory (model in model/)")]
 TrainConfigOpt = Annotated[
     Path | None,
-    typer.Option(
-        "--config", "-c",
-        help="training config (sections sft, dpo; see configs/train-paper-7b.yaml)",
-    ),
+    opt("--config", "-c", help="training config (sections sft, dpo; see "
+        "configs/train-paper-7b.yaml)", default="the defaults shown below"),
 ]  # fmt: skip
 
 
@@ -354,7 +436,9 @@ app.add_typer(eval_app, name="eval")
 def eval_recovery_cmd(
     pairs: Annotated[Path, typer.Option(help="held-out (instruction, output) pairs")],
     model: Annotated[
-        str | None, typer.Option(help="'embedded', a local HF dir, or openai:NAME@URL")
+        str | None,
+        opt(help="'embedded', a local HF dir, or openai:NAME@URL",
+            default="none (needed except for first-sentence)"),
     ] = None,
     mode: Annotated[str, typer.Option(help="reverse, prompted or first-sentence")] = "reverse",
     instruction_column: Annotated[
@@ -364,10 +448,14 @@ def eval_recovery_cmd(
     split: Annotated[
         str, typer.Option(help="'all', or the reverse-train 'validation'/'train' split by id")
     ] = "all",
-    limit: Annotated[int | None, typer.Option(help="score at most N pairs")] = None,
+    limit: Annotated[int | None, opt(help="score at most N pairs", default="all")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="tokens per induced instruction")] = 64,
-    cache: Annotated[Path | None, typer.Option(help="call cache file")] = None,
-    out: Annotated[Path | None, typer.Option(help="keep the induce stage file here")] = None,
+    cache: Annotated[
+        Path | None, opt(help="call cache file", default="the shared user cache")
+    ] = None,
+    out: Annotated[
+        Path | None, opt(help="keep the induce stage file here", default="a temp folder")
+    ] = None,
     candidates: Annotated[
         int, typer.Option(help="candidate instructions per output (sampled when > 1)")
     ] = 1,
@@ -405,31 +493,75 @@ ModelOpt = Annotated[str, typer.Option(help="'embedded', a local HF dir, or open
 TokensOpt = Annotated[int, typer.Option(help="new tokens per answer (greedy)")]
 
 
+AnswersOut = Annotated[
+    Path | None,
+    opt(help="write every prompt, answer and label to DIR/answers.jsonl (a few, cut short, "
+             "are shown on stderr behind a content warning)", default="none"),
+]  # fmt: skip
+SAMPLE = 5
+
+
+def _show_answers(result: dict[str, Any]) -> None:
+    """A few judged answers on stderr, cut short, behind a content warning."""
+    from .render import clip, warning
+
+    items = result.pop("_items", None)
+    if not items:
+        return
+    lines = [warning("harmful requests and the model's answers") + f" First {SAMPLE}:"]
+    for item in items[:SAMPLE]:
+        lines.append(f"  [{item['label']}] {clip(item['prompt'], 60)} -> "
+                     f"{clip(item['answer'], 80)}")  # fmt: skip
+    typer.echo("\n".join(lines), err=True)
+
+
 @eval_app.command("safety")
 def eval_safety_cmd(
     model: ModelOpt,
-    prompts: Annotated[Path | None, typer.Option(help="file of harmful prompts")] = None,
+    prompts: Annotated[
+        Path | None,
+        opt(help="file of harmful prompts", default="the shipped HH-RLHF evaluation part"),
+    ] = None,
     column: Annotated[str, typer.Option(help="--prompts: the prompt column")] = "prompt",
-    data: Annotated[Path | None, typer.Option(help="a run dir: its dataset/test.jsonl")] = None,
-    limit: Annotated[int | None, typer.Option(help="at most N prompts")] = None,
+    data: Annotated[
+        Path | None, opt(help="a run dir: its dataset/test.jsonl", default="none")
+    ] = None,
+    limit: Annotated[int | None, opt(help="at most N prompts", default="all")] = None,
     max_new_tokens: TokensOpt = 40,
+    out: AnswersOut = None,
 ) -> None:
-    """Refusal rate on harmful prompts (default: the shipped HH-RLHF evaluation part)."""
+    """Refusal rates on harmful prompts.
+
+    refusal_rate: share of answers the refusal classifier (trained on XSTest's human
+    labels) reads as a refusal, full or partial. full_refusal_rate: share read as a full
+    refusal. full_compliance_rate: share read as doing what was asked. The JSON line
+    repeats these definitions."""
     from . import api
 
-    _print_json(api.eval_safety(model, prompts, column, data, limit, max_new_tokens))
+    result = api.eval_safety(model, prompts, column, data, limit, max_new_tokens, out=out)
+    _show_answers(result)
+    _print_json(result)
 
 
 @eval_app.command("overrefusal")
 def eval_overrefusal_cmd(
     model: ModelOpt,
-    limit: Annotated[int | None, typer.Option(help="at most N safe and N unsafe prompts")] = None,
+    limit: Annotated[
+        int | None, opt(help="at most N safe and N unsafe prompts", default="all")
+    ] = None,
     max_new_tokens: TokensOpt = 40,
+    out: AnswersOut = None,
 ) -> None:
-    """XSTest: full-compliance rate on safe prompts, refusal rate on unsafe ones."""
+    """XSTest: full-compliance rate on safe prompts, refusal rate on unsafe ones.
+
+    safe_compliance_rate: share of the safe prompts answered in full (higher: less
+    over-refusal). unsafe_refusal_rate: share of the unsafe prompts refused, fully or
+    partly (higher: safer). The JSON line repeats these definitions."""
     from . import api
 
-    _print_json(api.eval_overrefusal(model, limit, max_new_tokens))
+    result = api.eval_overrefusal(model, limit, max_new_tokens, out=out)
+    _show_answers(result)
+    _print_json(result)
 
 
 @eval_app.command("helpfulness")
@@ -444,13 +576,15 @@ def eval_helpfulness_cmd(
     verdict_mode: Annotated[str, typer.Option(help="judge verdict: logprobs or json")] = (
         "logprobs"
     ),
-    limit: Annotated[int | None, typer.Option(help="at most N held-out instructions")] = None,
+    limit: Annotated[
+        int | None, opt(help="at most N held-out instructions", default="all (about 70)")
+    ] = None,
     max_new_tokens: TokensOpt = 256,
     max_answer_chars: Annotated[
         int, typer.Option(help="answers are clipped to this for the judge")
     ] = 1000,
     out: Annotated[
-        Path | None, typer.Option(help="write per-instruction results (jsonl) here")
+        Path | None, opt(help="write per-instruction results (jsonl) here", default="none")
     ] = None,
 ) -> None:
     """Pairwise win-rate against a reference on held-out AlpacaEval instructions, both orders."""
@@ -478,18 +612,25 @@ def report_cmd(
         list[str], typer.Option(help="NAME=SPEC, repeated; the first is the default reference")
     ],
     out: Annotated[Path, typer.Option(help="folder for comparison.html/.md/.json")],
-    prompts: Annotated[Path | None, typer.Option(help="file of harmful prompts")] = None,
+    prompts: Annotated[
+        Path | None,
+        opt(help="file of harmful prompts", default="the shipped HH-RLHF evaluation part"),
+    ] = None,
     column: Annotated[str, typer.Option(help="--prompts: the prompt column")] = "prompt",
-    data: Annotated[Path | None, typer.Option(help="a run dir: its dataset/test.jsonl")] = None,
+    data: Annotated[
+        Path | None, opt(help="a run dir: its dataset/test.jsonl", default="none")
+    ] = None,
     harmful_limit: Annotated[int | None, typer.Option(help="at most N harmful prompts")] = 200,
     xstest_limit: Annotated[
-        int | None, typer.Option(help="at most N safe and N unsafe XSTest prompts")
+        int | None, opt(help="at most N safe and N unsafe XSTest prompts", default="all")
     ] = None,
     helpfulness_limit: Annotated[
         int, typer.Option(help="held-out AlpacaEval instructions (0 skips helpfulness)")
     ] = 40,
     reference: Annotated[
-        str | None, typer.Option(help="helpfulness reference: model spec or pairs:GENERATOR")
+        str | None,
+        opt(help="helpfulness reference: model spec or pairs:GENERATOR",
+            default="the first of --models"),
     ] = None,
     judge: Annotated[str, typer.Option(help="helpfulness judge model")] = "embedded",
     max_new_tokens: TokensOpt = 40,
@@ -531,7 +672,7 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     served_name: Annotated[
-        str | None, typer.Option(help="model name clients ask for (default: --model)")
+        str | None, opt(help="model name clients ask for", default="--model")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="prompts per generate() batch")] = 16,
     device: Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda', 'cuda:1'")] = "auto",
@@ -540,7 +681,8 @@ def serve_cmd(
     ] = "auto",
     api_key_env: Annotated[
         str | None,
-        typer.Option(help="require this environment variable's value as the bearer key"),
+        opt(help="require this environment variable's value as the bearer key",
+            default="none: no key"),
     ] = None,
 ) -> None:
     """Serve a local model over the OpenAI-compatible protocol (chat and text completions)."""

@@ -123,7 +123,8 @@ def iter_csv(path: Path) -> tuple[list[str], Iterator[Record]]:
                     raise BadInput(f"{path}: line {start}: {e} (a quoted field opens there and "
                                    "does not close: a stray quote?)") from None  # fmt: skip
                 if None in row:
-                    raise BadInput(f"{path}: row {n} has more fields than the header")
+                    raise BadInput(f"{path}: line {reader.line_num}: more fields than the header "
+                                   "(a comma in a text that is not in quotes?)")  # fmt: skip
                 n += 1
                 yield row
 
@@ -203,6 +204,20 @@ def open_rows(path: Path) -> tuple[list[str] | None, Iterator[Record]]:
     if fmt == "datasets":
         return iter_dataset(path)
     return None, iter_jsonl(path)
+
+
+def columns_of(path: str | os.PathLike[str]) -> list[str]:
+    """The columns of an input (the first row's keys for JSON lines; [] when empty)."""
+    header, rows = open_rows(Path(path))
+    try:
+        if header is None:
+            first = next(guarded(Path(path), rows), None)
+            return list(first) if first else []
+        return header
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
 
 
 # ---------------------------------------------------------------- records

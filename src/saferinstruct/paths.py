@@ -25,13 +25,19 @@ def default_call_cache() -> Path:
     return cache_root() / "calls.sqlite"
 
 
+def project_root() -> Path | None:
+    """The checkout this package runs from (it has data/ and configs/), if any."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "data" / "README.md").exists() and (parent / "pyproject.toml").exists():
+            return parent
+    return None
+
+
 def data_dir() -> Path:
     """The project's `data/` folder (shipped samples with their licences)."""
     env = os.environ.get("SAFER_INSTRUCT_DATA")
     if env:
         return Path(env)
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "data" / "README.md").exists() and (parent / "pyproject.toml").exists():
-            return parent / "data"
-    return here.parent / "data"
+    root = project_root()
+    return root / "data" if root is not None else Path(__file__).resolve().parent / "data"

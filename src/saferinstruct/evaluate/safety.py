@@ -27,6 +27,17 @@ from ..paths import data_dir
 from ..preferences import load_hh
 from ..rundir import dataset_file
 
+DEFINITIONS = {
+    "refusal_rate": "share of answers the refusal classifier reads as a refusal, full or "
+                    "partial (XSTest classes 2 and 3)",
+    "full_refusal_rate": "share read as a full refusal (class 2: declines, gives nothing asked)",
+    "full_compliance_rate": "share read as full compliance (class 1: does what was asked)",
+    "safe_compliance_rate": "XSTest safe prompts: their full_compliance_rate (higher: less "
+                            "over-refusal)",
+    "unsafe_refusal_rate": "XSTest unsafe prompts: their refusal_rate (higher: safer)",
+}  # fmt: skip
+"""What each rate means (printed with the rates, and in the commands' help)."""
+
 
 def generate_answers(
     backend: Backend, prompts: list[Prompt], max_new_tokens: int = 40
@@ -86,17 +97,34 @@ def harmful_prompts(
     return [r["prompt"] for r in load_hh(split="eval", limit=limit)]
 
 
-def safety(backend: Backend, prompts: list[Prompt], max_new_tokens: int = 40) -> dict[str, Any]:
+def judged(backend: Backend, prompts: list[Prompt],
+           max_new_tokens: int = 40) -> list[dict[str, str]]:  # fmt: skip
+    """Each prompt's answer and the classifier's label: {prompt, answer, label}."""
     answers = generate_answers(backend, prompts, max_new_tokens)
-    return rates(classify(prompts, answers))
+    labels = classify(prompts, answers)
+    return [{"prompt": p if isinstance(p, str) else p[-1]["content"], "answer": a, "label": lab}
+            for p, a, lab in zip(prompts, answers, labels, strict=True)]  # fmt: skip
+
+
+def safety(backend: Backend, prompts: list[Prompt], max_new_tokens: int = 40) -> dict[str, Any]:
+    """Rates on harmful prompts, with their definitions and the judged answers (`items`)."""
+    items = judged(backend, prompts, max_new_tokens)
+    return {**rates([i["label"] for i in items]), "definitions": _defs("refusal_rate",
+            "full_refusal_rate", "full_compliance_rate"), "items": items}  # fmt: skip
+
+
+def _defs(*names: str) -> dict[str, str]:
+    return {n: DEFINITIONS[n] for n in names}
 
 
 def overrefusal(backend: Backend, max_new_tokens: int = 40,
                 limit: int | None = None) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {}
+    items: list[dict[str, str]] = []
     for name in ("safe", "unsafe"):
-        prompts = xstest_prompts(name, limit)
-        out[name] = rates(classify(prompts, generate_answers(backend, prompts, max_new_tokens)))
+        judged_ = judged(backend, xstest_prompts(name, limit), max_new_tokens)
+        items += [{"set": name, **i} for i in judged_]
+        out[name] = rates([i["label"] for i in judged_])
     return {
         "safe_compliance_rate": out["safe"]["full_compliance_rate"],
         "unsafe_refusal_rate": out["unsafe"]["refusal_rate"],
@@ -104,4 +132,7 @@ def overrefusal(backend: Backend, max_new_tokens: int = 40,
         "n_unsafe": out["unsafe"]["n"],
         "safe": out["safe"],
         "unsafe": out["unsafe"],
+        "definitions": _defs("safe_compliance_rate", "unsafe_refusal_rate", "refusal_rate",
+                             "full_refusal_rate", "full_compliance_rate"),
+        "items": items,
     }

@@ -4,7 +4,8 @@
 training and induction build the same prompt from it). Templates use `{name}`
 placeholders, filled in one pass by `fill`. Domain prompt sets live in sub-folders
 (`safety/`, `helpfulness/`); `domain_prompt` picks one file for a stage and category,
-honouring a user's own prompt folder, and `criteria_for` a category's criteria:
+honouring a user's own prompt folder, and `criteria_for` a category's criteria. In those
+files a line starting with `#` is a comment for the person editing it: it is not sent.
 
     text = domain_prompt(DomainConfig(name="safety"), "respond", "self-harm")
     criteria = criteria_for(DomainConfig(name="safety"), "hate")
@@ -57,9 +58,14 @@ def domain_prompt(domain: Any, name: str, category: str | None = None) -> str:
         for folder in folders:
             candidate = folder.joinpath(file_name)
             if candidate.is_file():
-                return candidate.read_text(encoding="utf-8")
+                return without_comments(candidate.read_text(encoding="utf-8"))
     where = ", ".join(str(f) for f in folders)
     raise BadInput(f"prompt {names[-1]!r} for domain {domain.name!r} not found in {where}")
+
+
+def without_comments(text: str) -> str:
+    """A prompt file's text without its `#` comment lines."""
+    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
 
 
 def criteria_for(domain: Any, category: str) -> str:
@@ -73,8 +79,13 @@ def criteria_for(domain: Any, category: str) -> str:
             return domain_prompt(domain, name).strip()
         except BadInput:
             continue
-    where = f"{domain.prompt_dir}, " if domain.prompt_dir else ""
+    if domain.prompt_dir:
+        raise BadInput(
+            f"no criteria for category {category!r}: write {domain.prompt_dir}/filter_"
+            f"{category}.txt (domain.prompt_dir), saying what {category} content is"
+        )
     raise BadInput(
-        f"no criteria for category {category!r}: add filter_{category}.txt (or "
-        f"filter_default.txt) to {where}prompts/{domain.name}/ (domain {domain.name!r})"
+        f"no criteria for category {category!r} in the {domain.name!r} prompt set: run "
+        f"`safer-instruct init DIR --categories {category}` and use DIR/config.yaml (it "
+        "points domain.prompt_dir at DIR/prompts)"
     )

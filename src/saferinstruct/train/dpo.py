@@ -167,11 +167,13 @@ def make_dpo_trainer(
 
 
 def train_dpo(
-    data: list[dict], step: TrainStepConfig, out_dir: Path, ref_dir: Path | None = None
+    data: list[dict], step: TrainStepConfig, out_dir: Path, ref_dir: Path | None = None,
+    source: dict[str, Any] | None = None,
 ) -> Path:
     """Train (or resume, or reuse) DPO; returns `out_dir/model` (a merged HF dir).
 
-    Reference log-probs are kept in `ref_dir` (default: `out_dir/ref_logps`)."""
+    Reference log-probs are kept in `ref_dir` (default: `out_dir/ref_logps`); `source`
+    (file, hash, rows) goes into the card's data section."""
     out_dir = Path(out_dir)
     done = finished_model(out_dir)
     if done is not None:
@@ -181,7 +183,8 @@ def train_dpo(
     ref_path = Path(ref_dir or out_dir / "ref_logps") / f"{key}.jsonl" if key else None
     trainer, budget = make_dpo_trainer(data, step, out_dir, ref_path)
     sections = {
-        "data": {"pairs": len(dpo_rows(data)), "reference log-probs": str(ref_path)},
+        "data": {**(source or {}), "pairs": len(dpo_rows(data)),
+                 "reference log-probs": str(ref_path)},  # fmt: skip
         "hyper-parameters": card_settings(step, trainer),
     }
     return train_and_save(trainer, budget, out_dir, step.lora, "DPO model", sections)

@@ -76,8 +76,10 @@ def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path) -> 
     return quiet_stdout(trainer), budget
 
 
-def train_sft(data: list[dict], step: TrainStepConfig, out_dir: Path) -> Path:
-    """Train (or resume, or reuse) SFT on `chosen`; returns `out_dir/model` (HF dir)."""
+def train_sft(data: list[dict], step: TrainStepConfig, out_dir: Path,
+              source: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """Train (or resume, or reuse) SFT on `chosen`; returns `out_dir/model` (HF dir).
+    `source` (file, hash, rows) goes into the card's data section."""
     out_dir = Path(out_dir)
     done = finished_model(out_dir)
     if done is not None:
@@ -85,7 +87,8 @@ def train_sft(data: list[dict], step: TrainStepConfig, out_dir: Path) -> Path:
         return done
     trainer, budget = make_sft_trainer(data, step, out_dir)
     sections = {
-        "data": {"pairs": len(sft_rows(data)), "target": "chosen (rejected never used)"},
+        "data": {**(source or {}), "pairs": len(sft_rows(data)),
+                 "target": "chosen (rejected never used)"},  # fmt: skip
         "hyper-parameters": card_settings(step, trainer),
     }
     return train_and_save(
