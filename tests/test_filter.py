@@ -75,7 +75,7 @@ def test_prompts_carry_the_category_criteria_from_the_files():
 def test_unknown_category_is_bad_input_before_any_call():
     backend = Scripted([YES])
     rs = [new_record("a", "t", "gardening", instruction="How do I prune roses?")]
-    with pytest.raises(BadInput, match=r"gardening.*prompts/safety"):
+    with pytest.raises(BadInput, match=r"gardening.*init DIR --categories gardening"):
         filter_records(rs, backend, cfg(), DomainConfig())
     assert backend.calls == []
 
