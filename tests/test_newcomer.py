@@ -63,13 +63,13 @@ def test_init_writes_a_config_and_commented_prompts(tmp_path):
     out = last_json(cli("init", str(tmp_path / "mine"), "--categories", "pets,cooking",
                         check_rc=0).stdout)  # fmt: skip
     names = sorted(p.split("/mine/")[1] for p in out["written"])
-    assert names == ["config.yaml", "prompts/filter_cooking.txt", "prompts/filter_pets.txt",
+    assert names == ["prompts/filter_cooking.txt", "prompts/filter_pets.txt",
                      "prompts/respond_cooking.txt", "prompts/respond_pets.txt",
-                     "texts.csv"]  # fmt: skip
+                     "run.yaml", "texts.csv"]  # fmt: skip
     from saferinstruct.config import load_config
     from saferinstruct.prompts import criteria_for
 
-    cfg = load_config(tmp_path / "mine" / "config.yaml")
+    cfg = load_config(tmp_path / "mine" / "run.yaml")
     assert cfg.domain.categories == ["pets", "cooking"]
     assert cfg.domain.prompt_dir == str((tmp_path / "mine" / "prompts").resolve())
     criteria = criteria_for(cfg.domain, "pets")  # comment lines are not part of it
@@ -117,7 +117,7 @@ def test_own_categories_end_to_end(tmp_path):
             "--set", "respond.generation.max_new_tokens=32",
             "--set", "reverse_train.max_response_chars=160",
             "--set", "respond.candidates=1"]  # fmt: skip
-    proc = cli("run", "--config", str(tmp_path / "mine" / "config.yaml"), "--input", str(src),
+    proc = cli("run", "--config", str(tmp_path / "mine" / "run.yaml"), "--input", str(src),
                "--out", str(tmp_path / "run"), *tiny)  # fmt: skip
     assert proc.returncode in (0, 4), proc.stderr[-3000:]
     summary = last_json(proc.stdout)

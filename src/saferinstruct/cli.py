@@ -185,7 +185,7 @@ def init_cmd(
     for path in written:
         typer.echo(f"wrote {path}", err=True)
     typer.echo(f"next: edit {folder}/prompts/*.txt, then safer-instruct run --config "
-               f"{folder}/config.yaml --input YOUR.csv --out runs/mine", err=True)  # fmt: skip
+               f"{folder}/run.yaml --input YOUR.csv --out runs/mine", err=True)  # fmt: skip
     _print_json({"written": [str(p) for p in written]})
 
 

@@ -1,7 +1,7 @@
 """`safer-instruct init DIR --categories a,b`: a run config and the prompt files for a
 user's own categories, commented, so a user edits text, not code.
 
-    DIR/config.yaml               the quickstart settings, pointed at DIR/prompts and
+    DIR/run.yaml                  the quickstart settings, pointed at DIR/prompts and
                                   DIR/texts.csv, every section explained
     DIR/prompts/filter_<c>.txt    what content of category c is (the expert's criteria)
     DIR/prompts/respond_<c>.txt   how the expert should answer a request of category c
@@ -116,9 +116,9 @@ def scaffold(folder: Path, categories: list[str], domain: str = "safety") -> lis
         raise BadInput(f"init: {folder} is a file, not a folder")
     declining = "true" if domain == "safety" else "false"
     files = {
-        folder / "config.yaml": CONFIG.format(
+        folder / "run.yaml": CONFIG.format(
             categories=", ".join(categories), category_list=", ".join(categories),
-            config=folder / "config.yaml", domain=domain, declining=declining),
+            config=folder / "run.yaml", domain=domain, declining=declining),
         folder / "texts.csv": "id,text,category\n",
     }  # fmt: skip
     for c in categories:

@@ -46,6 +46,28 @@ CLAIM_TTL_S = 3600.0
 WAIT_POLL_S = 0.25
 
 
+BUSY_WAIT_S = 120.0
+
+
+def _busy(error: sqlite3.Error) -> bool:
+    """SQLite's own "another process is writing" (not a broken file)."""
+    text = str(error).lower()
+    return isinstance(error, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def retry_busy(work: Callable[[], Any]) -> Any:
+    """Run `work`, again while SQLite says the file is busy (beyond its own timeout, e.g.
+    two processes switching a new file to WAL at once), up to BUSY_WAIT_S."""
+    deadline = time.monotonic() + BUSY_WAIT_S
+    while True:
+        try:
+            return work()
+        except sqlite3.OperationalError as e:
+            if not _busy(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -65,7 +87,7 @@ class CallCache:
         self._local = threading.local()
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(4)}"
-        try:
+        def create() -> None:
             with self._db() as db:
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS calls "
@@ -75,10 +97,16 @@ class CallCache:
                     "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT "
                     "NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, created REAL NOT NULL)"
                 )
+
+        try:
+            retry_busy(create)
         except sqlite3.DatabaseError as e:
             raise self.broken(e) from None
 
-    def broken(self, error: Exception) -> BadInput:
+    def broken(self, error: Exception) -> Exception:
+        """A broken file is bad input; SQLite still busy after BUSY_WAIT_S is not."""
+        if isinstance(error, sqlite3.Error) and _busy(error):
+            return error
         return BadInput(
             f"call cache {self.path} is not a readable SQLite file ({error}): move it aside "
             "(finished calls in it are lost) or point `cache:` / SAFER_INSTRUCT_CACHE elsewhere"
@@ -88,7 +116,7 @@ class CallCache:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            retry_busy(lambda: db.execute("PRAGMA journal_mode=WAL"))
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db
@@ -119,7 +147,8 @@ class CallCache:
 
     def _write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         db = self._db()
-        try:
+
+        def transaction() -> Any:
             db.execute("BEGIN IMMEDIATE")
             try:
                 result = work(db)
@@ -127,9 +156,12 @@ class CallCache:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            return result
+
+        try:
+            return retry_busy(transaction)
         except sqlite3.DatabaseError as e:
             raise self.broken(e) from None
-        return result
 
     # ---------------------------------------------------------------- claims
     def claim(self, keys: list[str]) -> tuple[list[str], list[str]]:

@@ -86,6 +86,6 @@ def criteria_for(domain: Any, category: str) -> str:
         )
     raise BadInput(
         f"no criteria for category {category!r} in the {domain.name!r} prompt set: run "
-        f"`safer-instruct init DIR --categories {category}` and use DIR/config.yaml (it "
+        f"`safer-instruct init DIR --categories {category}` and use DIR/run.yaml (it "
         "points domain.prompt_dir at DIR/prompts)"
     )
