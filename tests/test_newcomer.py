@@ -15,7 +15,8 @@ from test_cli import cli, last_json
 
 COMMANDS = ["init", "run", "reverse-train", "induce", "filter", "respond", "judge", "assemble",
             "sft", "dpo", "report", "models", "serve", "eval recovery", "eval safety",
-            "eval overrefusal", "eval helpfulness", "eval refusal-agreement"]  # fmt: skip
+            "eval overrefusal", "eval helpfulness", "eval refusal-agreement",
+            "eval downstream", "eval reward-model"]  # fmt: skip
 READS_A_CONFIG = ["run", "reverse-train", "induce", "filter", "respond", "judge", "assemble",
                   "sft", "dpo"]  # fmt: skip
 

@@ -19,6 +19,7 @@ def test_eta_from_records_and_calls():
     # respond's tries: 2 calls per record so far, so 8 records expect 16 calls
     assert progress.eta_seconds(10.0, 4, 8, 8.0) == pytest.approx(10.0)
     assert progress.eta_seconds(0.0, 0, 8, 0.0) is None
+    assert progress.eta_seconds(10.0, 0, 8, 9.0) is None  # tries beyond one a record
     assert progress.eta_seconds(5.0, 0, None, 1.0) is None
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from saferinstruct.evaluate.recovery import first_sentence, rouge_l, score_rows, summarize
+from saferinstruct.evaluate.recovery import score_rows, summarize
+from saferinstruct.measures.text import first_sentence, rouge_l
 
 
 def test_first_sentence():

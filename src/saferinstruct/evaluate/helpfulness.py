@@ -15,6 +15,12 @@ or a JSON verdict). Every pair is judged twice, with the answers swapped:
   `win_rate` is its mean, `soft_win_rate` the mean of (p1 + p2) / 2.
 - `position_consistency`: the share of instructions where both orders pick the same
   answer. A judge that always says "yes" (prefers A) scores 0 here and 0.5 on win-rate.
+  Below `MIN_POSITION_CONSISTENCY` (0.6 unless asked otherwise) the judge has no signal:
+  `gate` withholds its win-rates (None, with `no_signal`).
+
+Helpfulness that needs no judge (`reference_measures`), against a strong reference answer
+(the shipped GPT-4 answers): the mean per-token log-likelihood the model gives that answer,
+and the ROUGE-L and MiniLM cosine of the model's own greedy answer to it.
 
     safer-instruct eval helpfulness --model DIR --reference pairs:gpt4_0613
 """
@@ -38,6 +44,9 @@ from .safety import generate_answers
 
 Side = Backend | ShippedAnswers
 """One side of the comparison: a model's backend, or the shipped answers of a generator."""
+MIN_POSITION_CONSISTENCY = 0.6
+REFERENCE_GENERATOR = "gpt4_0613"
+"""The strong reference answers the judge-free measures compare with."""
 
 
 @dataclass(frozen=True)
@@ -161,3 +170,36 @@ def helpfulness(model: Side, reference: Side, judge: Backend,
         for it, o, a, b in zip(items, outcomes, ours, theirs, strict=True)
     ]
     return summary
+
+
+def gate(summary: dict[str, Any], floor: float = MIN_POSITION_CONSISTENCY) -> dict[str, Any]:
+    """A judge below the position-consistency floor measures nothing: its win-rates are
+    withheld (None) and the summary says why."""
+    pc = summary.get("position_consistency")
+    if pc is None or pc >= floor:
+        return summary
+    return {**summary, "win_rate": None, "soft_win_rate": None, "no_signal": True,
+            "reason": f"judge position consistency {pc:.3f} < {floor}: its preference is "
+                      "mostly which answer comes first, so no win-rate is given"}  # fmt: skip
+
+
+def reference_measures(side: Side, rows: list[dict[str, Any]], items: list[Item],
+                       max_new_tokens: int) -> dict[str, list[float]]:  # fmt: skip
+    """Per held-out item, against the reference generator's answer: `reference_rouge_l`
+    and `reference_cosine` of the side's greedy answer, and (a local model only: scoring
+    needs the chat template applied) `reference_loglik`, the mean log-prob per token it
+    gives the reference answer."""
+    from ..measures.embed import paired_cosine
+    from ..measures.text import rouge_l
+
+    gold = shipped_answers(rows, REFERENCE_GENERATOR, items)
+    ours = answers_for(side, rows, items, max_new_tokens)
+    out = {
+        "reference_rouge_l": [round(v, 4) for v in rouge_l(ours, gold)],
+        "reference_cosine": [round(v, 4) for v in paired_cosine([o or " " for o in ours], gold)],
+    }
+    if isinstance(side, Backend) and side.kind == "local" and side.capabilities().score:
+        prompts: list[Prompt] = [[{"role": "user", "content": it.instruction}] for it in items]
+        scores = side.score(prompts, gold)
+        out["reference_loglik"] = [round(s.mean_logprob, 4) for s in scores]
+    return out

@@ -25,7 +25,7 @@ from ..errors import BadInput
 from ..io import read_records, write_atomic
 from ..measures.embed import paired_cosine
 from ..measures.splits import split_of
-from ..measures.text import first_sentence, is_copy, word_key
+from ..measures.text import first_sentence, is_copy, rouge_l, word_key
 from ..records import Record, new_record
 
 MODES = ("reverse", "prompted", "first-sentence")
@@ -100,13 +100,6 @@ def summary(rows: list[dict[str, Any]], preds: list[str], mode: str, pairs_name:
         write_atomic(path, examples_markdown(outputs, preds, refs, names))
         result["examples"] = str(path)
     return result
-
-
-def rouge_l(preds: list[str], refs: list[str]) -> list[float]:
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(preds, refs, strict=True)]
 
 
 def score_rows(preds: list[str], refs: list[str], outputs: list[str]) -> list[dict[str, float]]:

@@ -1,4 +1,4 @@
-"""Text measures with no model: normalisers, sentences, copies, n-gram diversity.
+"""Text measures with no model: normalisers, sentences, copies, n-gram diversity, ROUGE-L.
 
 Two normalisations, for two questions:
 - `normalise`: lower case, whitespace collapsed, punctuation kept. What counts as "the
@@ -53,3 +53,11 @@ def distinct_n(texts: list[str], n: int = 2) -> float:
         words = re.findall(r"\w+", t.lower())
         grams.extend(zip(*(words[i:] for i in range(n)), strict=False))
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def rouge_l(preds: list[str], refs: list[str]) -> list[float]:
+    """ROUGE-L F1 of each prediction against its reference (stemmed words)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(preds, refs, strict=True)]

@@ -1,0 +1,101 @@
+"""Paired statistics: two models measured on the same prompts, compared prompt by prompt.
+
+- `paired_bootstrap(a, b)`: the difference of the means (b - a) with a 95% percentile
+  interval from resampling prompts (both models' values of a prompt move together).
+- `mcnemar(a, b)`: exact two-sided McNemar test on paired 0/1 values (only the prompts
+  where the two disagree count).
+- `sign_flip(a, b)`: two-sided sign-flip permutation test on paired scores (exact for up
+  to 16 differing prompts, else `resamples` random flips).
+- `compare(a, b)`: all of it, and `separated`: whether the interval excludes zero. A
+  difference whose interval includes zero is "not separated", whatever its size.
+
+Pure functions of number lists; fixed seeds, so a report is the same on every run.
+
+    compare([1, 0, 1, 0], [1, 1, 1, 1])   # {"difference": 0.5, "ci95": [...], "p": ...}
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from typing import Any
+
+RESAMPLES = 2000
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def paired_bootstrap(a: list[float], b: list[float], resamples: int = RESAMPLES,
+                     seed: int = 0, level: float = 0.95) -> tuple[float, float]:  # fmt: skip
+    """Percentile interval of mean(b) - mean(a), resampling the pairs."""
+    if len(a) != len(b) or not a:
+        raise ValueError("paired values need the same, non-zero length")
+    diff = [y - x for x, y in zip(a, b, strict=True)]
+    rng = random.Random(seed)
+    n = len(diff)
+    means = sorted(sum(rng.choices(diff, k=n)) / n for _ in range(resamples))
+    lo = means[int((1 - level) / 2 * resamples)]
+    hi = means[min(resamples - 1, int((1 + level) / 2 * resamples))]
+    return round(lo, 4), round(hi, 4)
+
+
+def mcnemar(a: list[float], b: list[float]) -> float:
+    """Exact two-sided McNemar p-value for paired 0/1 values (1.0 when none disagree)."""
+    only_a = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return round(min(1.0, 2 * tail), 6)
+
+
+def sign_flip(a: list[float], b: list[float], resamples: int = 10000, seed: int = 0) -> float:
+    """Two-sided sign-flip permutation p-value of mean(b - a) (1.0 when all equal)."""
+    diff = [y - x for x, y in zip(a, b, strict=True) if y != x]
+    if not diff:
+        return 1.0
+    observed = abs(sum(diff))
+    if len(diff) <= 16:
+        flips = itertools.product((1, -1), repeat=len(diff))
+        hits = total = 0
+        for signs in flips:
+            total += 1
+            hits += abs(sum(s * d for s, d in zip(signs, diff, strict=True))) >= observed - 1e-12
+        return round(hits / total, 6)
+    rng = random.Random(seed)
+    hits = sum(abs(sum(d if rng.random() < 0.5 else -d for d in diff)) >= observed - 1e-12
+               for _ in range(resamples))  # fmt: skip
+    return round((hits + 1) / (resamples + 1), 6)
+
+
+def binary(values: list[float]) -> bool:
+    return all(v in (0, 1, 0.0, 1.0) for v in values)
+
+
+def compare(a: list[float], b: list[float], resamples: int = RESAMPLES) -> dict[str, Any]:
+    """b against a on the same items: difference of means, paired interval, paired test
+    (McNemar for 0/1 values, sign-flip permutation otherwise), and whether the interval
+    excludes zero."""
+    lo, hi = paired_bootstrap(a, b, resamples)
+    test = "mcnemar" if binary(a) and binary(b) else "sign_flip"
+    p = mcnemar(a, b) if test == "mcnemar" else sign_flip(a, b)
+    return {
+        "difference": round(_mean(b) - _mean(a), 4),
+        "ci95": [lo, hi],
+        "p": p,
+        "test": test,
+        "n": len(a),
+        "separated": lo > 0 or hi < 0,
+    }
+
+
+def verdict(result: dict[str, Any], better: str = "higher") -> str:
+    """How a report says it: 'lifts' / 'lowers' only where the interval excludes zero."""
+    if not result["separated"]:
+        return "not separated"
+    up = result["difference"] > 0
+    return "lifts" if up == (better == "higher") else "lowers"
