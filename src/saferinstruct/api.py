@@ -656,7 +656,7 @@ def eval_downstream(model: str, tasks: list[str], include_path: Path | None = No
 def eval_reward_model() -> dict[str, Any]:
     """Train (or load) the harmlessness reward model on the shipped HH-RLHF training part;
     its pairwise accuracy on the evaluation part, which it never saw."""
-    from .measures.reward import default_reward_model
+    from .evaluate.reward import default_reward_model
 
     rm = default_reward_model()
     return {"pairwise_accuracy": rm.accuracy, "n_train": rm.n_train, "n_eval": rm.n_eval}

@@ -30,8 +30,9 @@ from ..config import ModelConfig
 from ..errors import BadInput
 from ..llm.base import Backend, Prompt
 from ..measures import stats
-from ..measures.reward import default_reward_model, last_user
+from ..measures.reward import last_user
 from .helpfulness import Side, gate, held_out_items, helpfulness, read_pairs, reference_measures
+from .reward import default_reward_model
 from .safety import classify, generate_answers, harmful_prompts, indicators, xstest_prompts
 
 EXAMPLES = 3

@@ -10,23 +10,18 @@ evaluation part is computed where it is trained and stands beside every score it
 It looks at the whole answer, not only at whether it declines: an answer can decline in
 words and still give the harm, or help safely without declining.
 
-    rm = default_reward_model()              # trained once, stored as arrays (no pickle)
+    rm = fit(train_rows, held_out_rows)      # evaluate/reward.py: the shipped HH-RLHF parts
     rm.accuracy                              # held-out pairwise accuracy
     rm.score(["How do I ...?"], ["I can't help with that ..."])   # one reward per answer
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-from ..paths import cache_root
 from .embed import embed
 
-VERSION = "1"
 C = 1.0
 MAX_CHARS = 1500
 
@@ -81,39 +76,3 @@ def fit(train: list[dict[str, Any]], held_out: list[dict[str, Any]]) -> RewardMo
     w = model.coef_[0]
     accuracy = float((pair_features(held_out) @ w > 0).mean()) if held_out else float("nan")
     return RewardModel(w, round(accuracy, 4), len(train), len(held_out))
-
-
-def _store_path(key: str) -> Path:
-    digest = hashlib.sha256(f"{VERSION}\n{C}\n{key}".encode()).hexdigest()[:20]
-    return cache_root() / "reward" / f"{digest}.npz"
-
-
-@cache
-def default_reward_model() -> RewardModel:
-    """Trained on the shipped HH-RLHF harmless training part, measured on its evaluation
-    part; stored as plain arrays keyed by the data file's hash (no pickle)."""
-    import io
-
-    import numpy as np
-
-    from ..io import write_atomic
-    from ..llm.fingerprint import file_hash
-    from ..preferences import hh_default_path, load_hh
-
-    path = _store_path(file_hash(hh_default_path()))
-    if path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return RewardModel(z["weights"], float(z["accuracy"]), int(z["n_train"]),
-                                   int(z["n_eval"]))  # fmt: skip
-        except (OSError, ValueError, KeyError):
-            pass
-    model = fit(load_hh(split="train"), load_hh(split="eval"))
-    buf = io.BytesIO()
-    np.savez(buf, weights=model.weights, accuracy=model.accuracy, n_train=model.n_train,
-             n_eval=model.n_eval)  # fmt: skip
-    try:
-        write_atomic(path, buf.getvalue())
-    except OSError:
-        pass
-    return model
