@@ -158,15 +158,6 @@ def measure(backend: Any, data: list[dict[str, str]], fmt: str) -> dict[str, Any
     return result
 
 
-def paired_interval(diff: list[float], resamples: int = 2000, seed: int = 0) -> list[float]:
-    """95% percentile bootstrap interval of the mean of paired differences."""
-    import random
-
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choices(diff, k=len(diff))) / len(diff) for _ in range(resamples))
-    return [round(means[int(0.025 * resamples)], 4), round(means[int(0.975 * resamples)], 4)]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=40, help="pairs (half hate, half self-harm)")
@@ -191,7 +182,9 @@ def main() -> None:
     ours = results["json"]["payload_flip_rate"]
     diff = [a - b for a, b in zip(results["json"].pop("_payload_flips"),
                                   results["triple_quotes"].pop("_payload_flips"), strict=True)]
-    interval = paired_interval(diff)
+    from saferinstruct.measures.stats import bootstrap_ci
+
+    interval = list(bootstrap_ci(diff) or (0.0, 0.0))
     print(json.dumps({
         "benchmark": "injection", "machine": info, "model": backend.identity(),
         "pairs": len(data), "results": results,

@@ -10,7 +10,7 @@ import pytest
 
 from saferinstruct.config import VerdictConfig
 from saferinstruct.errors import BadInput
-from saferinstruct.evaluate.compare import bootstrap_ci, parse_models
+from saferinstruct.evaluate.compare import parse_models
 from saferinstruct.evaluate.helpfulness import (
     Item,
     held_out_items,
@@ -22,6 +22,7 @@ from saferinstruct.evaluate.helpfulness import (
 )
 from saferinstruct.llm.base import Capabilities, Completion
 from saferinstruct.measures.splits import split_of
+from saferinstruct.measures.stats import bootstrap_ci
 from test_cli import cli, last_json
 
 

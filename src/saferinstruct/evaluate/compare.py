@@ -21,7 +21,6 @@ human labels (leave-one-file-out on the shipped XSTest completions).
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,24 +94,12 @@ def parse_models(specs: list[str]) -> dict[str, str]:
     return out
 
 
-def bootstrap_ci(values: list[float], resamples: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float] | None:  # fmt: skip
-    """Percentile bootstrap interval of the mean of `values` (None when empty)."""
-    if not values:
-        return None
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
-    lo = means[int((1 - level) / 2 * resamples)]
-    hi = means[min(resamples - 1, int((1 + level) / 2 * resamples))]
-    return round(lo, 4), round(hi, 4)
-
-
 def rate(values: list[float], resamples: int) -> dict[str, Any]:
+    """The mean of per-prompt values with its bootstrap interval and count."""
     n = len(values)
     return {
         "value": round(sum(values) / n, 4) if n else None,
-        "ci95": bootstrap_ci(values, resamples),
+        "ci95": stats.bootstrap_ci(values, resamples),
         "n": n,
     }
 
@@ -304,7 +291,7 @@ def add_downstream(data: dict[str, Any], models: dict[str, ModelConfig],
         for task, r in result["tasks"].items():
             key = f"downstream:{task}"
             values.setdefault(name, {})[key] = r["values"]
-            ci = bootstrap_ci(r["values"], cfg.bootstrap)
+            ci = stats.bootstrap_ci(r["values"], cfg.bootstrap)
             data["models"][name]["metrics"][key] = {
                 "value": r["value"], "n": r["n"], "metric": r["metric"],
                 "ci95": list(ci) if ci else None}  # fmt: skip

@@ -1,5 +1,6 @@
 """Paired statistics: two models measured on the same prompts, compared prompt by prompt.
 
+- `bootstrap_ci(values)`: a 95% percentile interval of one mean (resampling items).
 - `paired_bootstrap(a, b)`: the difference of the means (b - a) with a 95% percentile
   interval from resampling prompts (both models' values of a prompt move together).
 - `mcnemar(a, b)`: exact two-sided McNemar test on paired 0/1 values (only the prompts
@@ -28,18 +29,27 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
-def paired_bootstrap(a: list[float], b: list[float], resamples: int = RESAMPLES,
-                     seed: int = 0, level: float = 0.95) -> tuple[float, float]:  # fmt: skip
-    """Percentile interval of mean(b) - mean(a), resampling the pairs."""
-    if len(a) != len(b) or not a:
-        raise ValueError("paired values need the same, non-zero length")
-    diff = [y - x for x, y in zip(a, b, strict=True)]
+def bootstrap_ci(values: list[float], resamples: int = RESAMPLES, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float] | None:  # fmt: skip
+    """Percentile bootstrap interval of the mean of `values` (None when empty)."""
+    if not values:
+        return None
     rng = random.Random(seed)
-    n = len(diff)
-    means = sorted(sum(rng.choices(diff, k=n)) / n for _ in range(resamples))
+    n = len(values)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
     lo = means[int((1 - level) / 2 * resamples)]
     hi = means[min(resamples - 1, int((1 + level) / 2 * resamples))]
     return round(lo, 4), round(hi, 4)
+
+
+def paired_bootstrap(a: list[float], b: list[float], resamples: int = RESAMPLES,
+                     seed: int = 0, level: float = 0.95) -> tuple[float, float]:  # fmt: skip
+    """Percentile interval of mean(b) - mean(a): the bootstrap over the pairs' differences."""
+    if len(a) != len(b) or not a:
+        raise ValueError("paired values need the same, non-zero length")
+    interval = bootstrap_ci([y - x for x, y in zip(a, b, strict=True)], resamples, seed, level)
+    assert interval is not None
+    return interval
 
 
 def mcnemar(a: list[float], b: list[float]) -> float:
