@@ -64,6 +64,7 @@ __all__ = [
     "judge",
     "audit",
     "assemble",
+    "merge",
     "sft",
     "dpo",
     "eval_recovery",
@@ -357,6 +358,36 @@ def write_dataset(run: RunDir, done: Any, info: dict[str, Any]) -> dict[str, Any
     run.write(run.card, dataset_card(done.summary, card_info))
     files = {"stage": stage_file, **{s: run.split(s) for s in SPLITS}, "card": run.card}
     return {**done.summary, "files": {k: str(v) for k, v in files.items()}}
+
+
+def merge(shard_dirs: list[Path], cfg: RunConfig, run_dir: str | Path,
+          force: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Stage 05 over shard runs (`run --shard I/N`): their stage files merged into
+    `run_dir` in source order (each record's `source_index`), then the same dedup and
+    split as one unsharded run: its dataset is byte for byte that run's."""
+    from .io import read_jsonl
+
+    shards = [RunDir(d) for d in shard_dirs]
+    for shard in shards:
+        shard.require_complete("--merge")
+        if not shard.stage("judge").exists():
+            raise BadInput(f"--merge: {shard.root} has no judge stage file (run it first)")
+    run_ = RunDir(run_dir)
+    with run_.lock():
+        run_.begin(config_hash(cfg, None) + "-merge", force)
+        write_resolved_config(cfg, run_, {"merged_from": ", ".join(str(d.root) for d in shards)})
+        records: list[Record] = []
+        for stage in ("sources", "induce", "filter", "respond", "judge"):
+            files = [d.stage(stage) for d in shards if d.stage(stage).exists()]
+            parts = [r for f in files for r in read_jsonl(f)]
+            ids = [r["id"] for r in parts]
+            if len(set(ids)) != len(ids):
+                raise BadInput(f"--merge: the shards share records (ids in two shards at {stage})")
+            records = sorted(parts, key=lambda r: r.get("source_index", 0))
+            run_.write_jsonl(run_.stage(stage), records)
+        result = assemble(records, cfg, run_.root)["assemble"]
+        run_.finish()
+    return result
 
 
 def check_run(cfg: RunConfig, sources: list[Record], pool: Backends) -> None:

@@ -46,12 +46,13 @@ app = typer.Typer(
     help="Safer-Instruct: build preference data automatically, then train and evaluate on it.",
 )
 
-def opt(*decls: str, help: str, default: str | None = None) -> Any:
+def opt(*decls: str, help: str, default: str | None = None, metavar: str | None = None) -> Any:
     """A typer option whose help ends with its default in typer's own style,
     `[default: X]`, also where the value is None until given (`default` says what then)."""
     if default is None:
-        return typer.Option(*decls, help=help)
-    return typer.Option(*decls, help=f"{help}  [default: {default}]", show_default=False)
+        return typer.Option(*decls, help=help, metavar=metavar)
+    return typer.Option(*decls, help=f"{help}  [default: {default}]", show_default=False,
+                        metavar=metavar)  # fmt: skip
 
 
 ConfigOpt = Annotated[
@@ -62,7 +63,7 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run directory for out
 SetOpt = Annotated[
     list[str] | None,
     opt("--set", help="override a config key, e.g. --set induce.num_candidates=4",
-        default="none"),
+        default="none", metavar="KEY=VALUE"),
 ]  # fmt: skip
 LimitOpt = Annotated[
     int | None,
@@ -222,6 +223,11 @@ def run_cmd(
     force: Annotated[
         bool, typer.Option(help="replace the outputs of a directory made with another config")
     ] = False,
+    shard: Annotated[
+        str | None,
+        opt("--shard", help="only the texts whose id hashes to shard I of N (for several "
+            "machines; merge with assemble --merge)", default="all texts", metavar="I/N"),
+    ] = None,
 ) -> None:
     """Run the data pipeline: reverse-train (or reuse), induce, filter, respond, judge, assemble.
 
@@ -232,6 +238,8 @@ def run_cmd(
     cfg = api.load_config(config or api.quickstart_config(), set_ or [])
     if input is not None:
         api.use_input(cfg, input, text_column, category_column, id_column)
+    if shard is not None:
+        cfg.source.shard = shard
     _print_json(api.run(cfg, out, limit=limit, force=force))
 
 
@@ -378,10 +386,28 @@ def judge_cmd(
 
 @app.command("assemble")
 def assemble_cmd(
-    out: RunDirOpt, input: InputOpt = None, config: ConfigOpt = None, set_: SetOpt = None
+    out: RunDirOpt,
+    input: InputOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    merge: Annotated[
+        list[Path] | None,
+        opt("--merge", help="a shard's run directory (run --shard I/N), repeated: merge them "
+            "into --out", default="none", metavar="DIR"),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="--merge: replace the outputs of --out made otherwise")
+    ] = False,
 ) -> None:
-    """Dedup, split by source text, write dataset/{train,test}.jsonl, card, funnel, report."""
-    _stage_command("assemble", out, input, config, set_)
+    """Dedup, split by source text, write dataset/{train,test}.jsonl, card, funnel, report.
+    With --merge, over several shard directories: one dataset, as one unsharded run."""
+    if not merge:
+        _stage_command("assemble", out, input, config, set_)
+        return
+    from . import api
+
+    cfg = api.load_config(config, set_ or [])
+    _print_json(api.merge(merge, cfg, out, force=force))
 
 
 # ---------------------------------------------------------------- training

@@ -49,9 +49,11 @@ class ModelConfig:
         default="embedded",
         metadata=_doc("local: an HF directory or 'embedded'; openai: the served model name"),
     )
-    base_url: str | None = field(
-        default=None, metadata=_doc("openai: endpoint URL, e.g. http://127.0.0.1:8000/v1")
-    )
+    base_url: str | list[str] | None = field(
+        default=None,
+        metadata=_doc("openai: endpoint URL, e.g. http://127.0.0.1:8000/v1, or a list of "
+                      "replicas of the same model (requests go to the least busy)"),
+    )  # fmt: skip
     api_key_env: str = field(
         default="OPENAI_API_KEY",
         metadata=_doc("openai: env var holding the API key (a name ending _API_KEY or _TOKEN)"),
@@ -163,6 +165,11 @@ class SourceConfig:
         default=20000,
         metadata=_doc("longer texts are cut to this many characters at load (counted)"),
     )
+    shard: str | None = field(
+        default=None,
+        metadata=_doc("'I/N': only the texts whose id hashes to shard I of N (merge the "
+                      "shards with `assemble --merge`)"),
+    )  # fmt: skip
     where: dict[str, list[str]] | None = field(
         default=None, metadata=_doc("keep rows whose column value is listed: {column: [values]}")
     )
@@ -557,6 +564,9 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        lists = [a for a in inner if typing.get_origin(a) in (list, tuple)]
+        if isinstance(value, list) and lists:
+            return _coerce(lists[0], value, where, key)
         return _coerce(inner[0], value, where, key)
     if tp is ModelConfig and isinstance(value, str):
         return parse_model_spec(value)
@@ -608,6 +618,7 @@ def resolve_paths(cfg: RunConfig, base: Path, where: str) -> None:
             raise BadInput(f"{where}: domain.prompt_dir: folder not found: {folder}")
         cfg.domain.prompt_dir = str(folder.resolve())
     check_ranges(cfg, where)
+    parse_shard(cfg.source.shard)
     if cfg.cache:
         cfg.cache = str((base / cfg.cache).resolve())
 
@@ -630,6 +641,19 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
 }
 """Setting -> (lowest, highest or None, whether the highest is allowed): outside it the
 config is bad input."""
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """'2/4' -> (2, 4); None stays None; anything else is BadInput."""
+    if shard is None:
+        return None
+    try:
+        i, n = (int(x) for x in str(shard).split("/"))
+    except ValueError:
+        i = n = 0
+    if not 1 <= i <= n:
+        raise BadInput(f"--shard / source.shard: expected I/N with 1 <= I <= N, got {shard!r}")
+    return i, n
 
 
 def check_ranges(cfg: Any, where: str) -> None:

@@ -19,6 +19,12 @@ serves them) and sums the log-probs of the echoed continuation tokens, found by 
 Hosted APIs that lack log-probs, echo scoring, `n` or JSON schemas: turn those
 capabilities off in the config (`logprobs=False`, `score=False`, ...).
 
+Replicas: `base_url` may be a list of servers of the same model. Each request goes to
+the one with the fewest in flight; one that fails (cannot connect, 5xx, 429, timeout) is
+set aside for a while (2 s, doubling to 60 s) and tried again later, so the run finishes
+on the others; all replicas share one cache identity (they must report the same weights).
+For large fleets, put a router in front (vllm-router, sglang-router) and give its URL.
+
 Failures: the SDK's own retries are off; each request is retried here on 429, 408, 409,
 5xx, connection errors and malformed answers, with exponential backoff and full jitter,
 honouring `Retry-After`. A request that timed out is not sent again in the same run (the
@@ -42,6 +48,7 @@ import os
 import random
 import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -109,6 +116,23 @@ class _Verdict:
     unreachable: bool = False
     fatal: bool = False
     """Stop the run: the key or the model is rejected."""
+
+
+SET_ASIDE_S = (2.0, 60.0)
+"""A replica that failed is set aside this long (doubling per failure, up to the max)."""
+
+
+@dataclass
+class Replica:
+    """One server of a role: its client, requests in flight, and when it may be used
+    again after failing."""
+
+    url: str
+    client: Any = None
+    in_flight: int = 0
+    failures: int = 0
+    down_until: float = 0.0
+    ever_ok: bool = False
 
 
 class _Run:
@@ -251,7 +275,7 @@ class OpenAIBackend:
     def __init__(
         self,
         model: str,
-        base_url: str | None = None,
+        base_url: str | list[str] | None = None,
         api_key: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         max_concurrency: int = 8,
@@ -269,9 +293,12 @@ class OpenAIBackend:
         revision: str | None = None,
     ) -> None:
         self.model = model
-        self.base_url = (
-            base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        ).rstrip("/")
+        default = os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        urls = base_url if isinstance(base_url, list) else [base_url or default]
+        if not urls:
+            raise BadInput(f"model {model!r}: base_url is an empty list")
+        self.replicas = [Replica(u.rstrip("/")) for u in urls]
+        self.base_url = self.replicas[0].url if len(urls) == 1 else " | ".join(urls)
         self._api_key = api_key or os.environ.get(api_key_env) or "EMPTY"
         self.max_concurrency = max(1, int(max_concurrency))
         self.max_retries = max(0, int(max_retries))
@@ -285,7 +312,6 @@ class OpenAIBackend:
         self._identity: str | None = None
         self._caps = Capabilities(logprobs=logprobs, score=score, n=n, json_schema=json_schema)
         self._lock = threading.Lock()
-        self._client_obj: Any = None
         self._fails_in_row = 0
         self._ever_ok = False
         self._usage = Usage()
@@ -316,22 +342,42 @@ class OpenAIBackend:
         return self._identity
 
     def _model_info(self) -> dict[str, Any]:
-        """This model's entry in `GET /models` ({} when the server has no such list)."""
+        """This model's entry in `GET /models` of every replica that answers ({} when
+        they have no such list); replicas serving other weights are BadInput, replicas
+        that are down are set aside, all of them down is EndpointDown."""
+        infos, down = [], []
+        for replica in self.replicas:
+            info = self._replica_model_info(replica)
+            (down if info is None else infos).append(replica.url if info is None else info)
+        if not infos:
+            raise EndpointDown(f"endpoint {self.base_url} is down: cannot connect")
+        roots = {json.dumps({k: i.get(k) for k in ("root", "parent", "max_model_len")},
+                            sort_keys=True) for i in infos}  # fmt: skip
+        if len(roots) > 1:
+            raise BadInput(f"the replicas of {self.model!r} serve different weights "
+                           f"({self.base_url}): one role, one model")  # fmt: skip
+        if down:
+            log.warning("openai: %d of %d replicas do not answer; set aside for now",
+                        len(down), len(self.replicas))  # fmt: skip
+        return infos[0]
+
+    def _replica_model_info(self, replica: Replica) -> dict[str, Any] | None:
+        """One replica's entry for this model; None when it cannot be reached."""
         import openai
 
         try:
-            raw = self._client().models.with_raw_response.list()
+            raw = self._client(replica).models.with_raw_response.list()
             data = json.loads(raw.content)
         except openai.APIStatusError as exc:
             if exc.status_code in _FATAL_STATUS:
                 raise BadInput(self._classify(exc).message) from None
             log.warning("openai: %s has no model list (HTTP %d): the cache identity is the "
                         "served name alone; set `revision` when the model behind it changes",
-                        self.base_url, exc.status_code)  # fmt: skip
+                        replica.url, exc.status_code)  # fmt: skip
             return {}
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            raise EndpointDown(f"endpoint {self.base_url} is down: "
-                               f"{self._classify(exc).message}") from None  # fmt: skip
+        except (openai.APIConnectionError, openai.APITimeoutError):
+            replica.down_until = time.monotonic() + SET_ASIDE_S[0]
+            return None
         except ValueError:
             return {}
         entries = data.get("data") if isinstance(data, dict) else None
@@ -341,7 +387,7 @@ class OpenAIBackend:
             if isinstance(entry, dict) and entry.get("id") == self.model:
                 return entry
         served = ", ".join(str(e.get("id")) for e in entries[:10] if isinstance(e, dict))
-        raise BadInput(f"model {self.model!r} is not served at {self.base_url} "
+        raise BadInput(f"model {self.model!r} is not served at {replica.url} "
                        f"(it serves: {served or 'nothing'})")  # fmt: skip
 
     def capabilities(self) -> Capabilities:
@@ -401,18 +447,41 @@ class OpenAIBackend:
             return self._text_sender(route, params, index)
         return self._chat_sender(route, params, index)
 
-    def _client(self) -> Any:
+    def _client(self, replica: Replica) -> Any:
         with self._lock:
-            if self._client_obj is None:
+            if replica.client is None:
                 import openai
 
-                self._client_obj = openai.OpenAI(
-                    base_url=self.base_url,
+                replica.client = openai.OpenAI(
+                    base_url=replica.url,
                     api_key=self._api_key,
                     max_retries=0,
                     timeout=self.timeout_s,
                 )
-            return self._client_obj
+            return replica.client
+
+    def _pick(self) -> Replica:
+        """The replica to send to: the fewest requests in flight among those not set
+        aside (all set aside: the one that comes back first); it is counted in flight."""
+        with self._lock:
+            now = time.monotonic()
+            ready = [r for r in self.replicas if r.down_until <= now]
+            pool = ready or [min(self.replicas, key=lambda r: r.down_until)]
+            replica = min(pool, key=lambda r: r.in_flight)
+            replica.in_flight += 1
+            return replica
+
+    def _done(self, replica: Replica, verdict: _Verdict | None) -> None:
+        """A request to `replica` finished: ok (None), or failed as `verdict` says (a
+        failure that says the server is unwell sets it aside, longer each time)."""
+        with self._lock:
+            replica.in_flight -= 1
+            if verdict is None:
+                replica.failures, replica.down_until, replica.ever_ok = 0, 0.0, True
+            elif len(self.replicas) > 1 and (verdict.unreachable or verdict.retry):
+                replica.failures += 1
+                wait = min(SET_ASIDE_S[1], SET_ASIDE_S[0] * 2 ** (replica.failures - 1))
+                replica.down_until = time.monotonic() + wait
 
     def _common(self, params: GenParams, index: int) -> dict[str, Any]:
         kw: dict[str, Any] = {
@@ -443,8 +512,8 @@ class OpenAIBackend:
         if params.top_logprobs > 0:
             kw.update(logprobs=True, top_logprobs=params.top_logprobs)
 
-        def send() -> Completion:
-            raw = self._client().chat.completions.with_raw_response.create(messages=messages, **kw)
+        def send(client: Any) -> Completion:
+            raw = client.chat.completions.with_raw_response.create(messages=messages, **kw)
             return self._counted(_parse_chat, _load_json(raw.content))
 
         return send
@@ -457,8 +526,8 @@ class OpenAIBackend:
         if params.top_logprobs > 0:
             kw["logprobs"] = params.top_logprobs
 
-        def send() -> Completion:
-            raw = self._client().completions.with_raw_response.create(prompt=prompt, **kw)
+        def send(client: Any) -> Completion:
+            raw = client.completions.with_raw_response.create(prompt=prompt, **kw)
             return self._counted(_parse_text, _load_json(raw.content))
 
         return send
@@ -466,8 +535,8 @@ class OpenAIBackend:
     def _score_sender(self, prompt: str, continuation: str) -> Callable[[], Score]:
         full = prompt + continuation
 
-        def send() -> Score:
-            raw = self._client().completions.with_raw_response.create(
+        def send(client: Any) -> Score:
+            raw = client.completions.with_raw_response.create(
                 model=self.model,
                 prompt=full,
                 echo=True,
@@ -508,8 +577,9 @@ class OpenAIBackend:
         log.debug("openai: %d requests, %d failed after retries", count, n_err)
         return results
 
-    def _with_retries(self, send: Callable[[], T], run: _Run) -> tuple[T | None, str]:
-        """(result, "") on success, else (None, one-line error)."""
+    def _with_retries(self, send: Callable[[Any], T], run: _Run) -> tuple[T | None, str]:
+        """(result, "") on success, else (None, one-line error). Each attempt goes to the
+        replica `_pick` chooses, so a retry moves to a healthy one."""
         verdict = _Verdict(False, "not sent: batch stopped", "aborted")
         for attempt in range(self.max_retries + 1):
             if run.abort.is_set():
@@ -517,14 +587,17 @@ class OpenAIBackend:
             with self._lock:
                 self._usage.attempts += 1
                 self._usage.retries += attempt > 0
+            replica = self._pick()
             try:
-                result = send()
+                result = send(self._client(replica))
             except Exception as exc:  # noqa: BLE001 - classified below, bugs re-raised
                 verdict = self._classify(exc)
+                self._done(replica, verdict)
             else:
+                self._done(replica, None)
                 self._note_success()
                 return result, ""
-            if verdict.unreachable and not self._ever_ok:
+            if verdict.unreachable and not self._ever_ok and self._all_set_aside():
                 run.stop(f"endpoint {self.base_url} is down: cannot connect: {verdict.message}")
                 return None, verdict.message
             if verdict.fatal or (verdict.kind == "404" and not self._ever_ok):
@@ -544,6 +617,14 @@ class OpenAIBackend:
                 return None, "not sent: endpoint is down"
         self._note_failure(run, verdict)
         return None, verdict.message
+
+    def _all_set_aside(self) -> bool:
+        """With one server: it failed. With replicas: none is ready to take a request."""
+        if len(self.replicas) == 1:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            return all(r.down_until > now for r in self.replicas)
 
     def _delay(self, attempt: int, verdict: _Verdict) -> float:
         if verdict.wait_s is not None:

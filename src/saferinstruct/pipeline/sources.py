@@ -7,6 +7,10 @@ than `max_text_chars` is cut there, once, here (the record keeps `text_cut_from`
 length before; the funnel counts them). Bad input is one line naming the file: an id
 that appears twice, a limit below 1, a file with no texts.
 
+Every record keeps `source_index`, its row in the file, so shards merged later
+(`source.shard` "I/N": the records whose id hashes to shard I of N, after the limit) come
+back in the order one unsharded run has.
+
     records = list(load_sources(SourceConfig(path="data/safer-instruct/sources.csv")))
 """
 
@@ -16,10 +20,16 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import SourceConfig
+from ..config import SourceConfig, parse_shard
 from ..errors import BadInput
 from ..io import file_stem, read_records
+from ..measures.splits import hash_fraction
 from ..records import Record, add_verdict, new_record
+
+
+def shard_of(record_id: str, n: int) -> int:
+    """The shard (1..n) a source id belongs to: a stable hash, the same on every machine."""
+    return min(int(hash_fraction(record_id) * n), n - 1) + 1
 
 
 def load_sources(cfg: SourceConfig, limit: int | None = None) -> Iterator[Record]:
@@ -29,6 +39,7 @@ def load_sources(cfg: SourceConfig, limit: int | None = None) -> Iterator[Record
     columns = {"text": cfg.text_column}
     if cfg.category_column:
         columns["category"] = cfg.category_column
+    shard = parse_shard(cfg.shard)
     seen: Counter[str] = Counter()
     ids: dict[str, int] = {}
     stem = file_stem(Path(cfg.path))
@@ -52,7 +63,9 @@ def load_sources(cfg: SourceConfig, limit: int | None = None) -> Iterator[Record
         if len(text) > cfg.max_text_chars:
             extra["text_cut_from"] = len(text)
             text = text[: cfg.max_text_chars]
-        record = new_record(rid, text, category, **extra)
+        if shard is not None and shard_of(rid, shard[1]) != shard[0]:
+            continue
+        record = new_record(rid, text, category, source_index=number, **extra)
         if not text.strip():
             add_verdict(record, "sources", False, "empty text")
         yield record

@@ -1,0 +1,92 @@
+"""One role served by several replicas (`base_url: [url1, url2]`): work spreads over them
+(fewest requests in flight first), a replica that dies mid-run is set aside and its
+requests go to the others, and the output is the same as with one server. The servers
+are real HTTP servers on 127.0.0.1: the fault-injecting one, and `safer-instruct serve`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from fault_server import FaultServer
+from saferinstruct.errors import BadInput, EndpointDown
+from saferinstruct.llm.base import GenParams
+from saferinstruct.llm.openai_http import OpenAIBackend
+from servers import completions_served, serve_process
+from test_reliability import run, run_args
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PROMPTS = [[{"role": "user", "content": f"Question number {i}?"}] for i in range(40)]
+PARAMS = GenParams(max_new_tokens=8, temperature=0.0)
+FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0, "api_key": "test"}
+
+
+@pytest.fixture
+def two() -> Iterator[tuple[FaultServer, FaultServer]]:
+    a, b = FaultServer().start(), FaultServer().start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def replicas(*urls: str, **kw: object) -> OpenAIBackend:
+    return OpenAIBackend("fault-model", base_url=list(urls), **{**FAST, **kw})
+
+
+def test_work_spreads_over_replicas_and_answers_match_one_server(two) -> None:
+    a, b = two
+    both = replicas(a.url, b.url, max_concurrency=4).generate(PROMPTS, PARAMS)
+    assert a.counts["total"] + b.counts["total"] == len(PROMPTS)
+    assert min(a.counts["total"], b.counts["total"]) >= len(PROMPTS) // 4
+    with FaultServer() as one:
+        alone = replicas(one.url, max_concurrency=4).generate(PROMPTS, PARAMS)
+    assert [c.texts for c in both] == [c.texts for c in alone]
+    assert all(c.error is None for c in both)
+
+
+def test_a_replica_that_dies_mid_run_is_set_aside(two) -> None:
+    a, b = two
+    b.rule = lambda path, body: "close" if b.counts["total"] > 5 else None  # dies after 5
+    backend = replicas(a.url, b.url, max_concurrency=4, max_retries=2)
+    out = backend.generate(PROMPTS, PARAMS)
+    assert all(c.error is None for c in out), [c.error for c in out if c.error]
+    # set aside after failing: it is not sent every other request while it is down
+    assert b.counts["total"] <= 10 and a.counts["total"] >= len(PROMPTS) - 5
+    b.stop()  # gone for good: the next batch goes to the live one, none lost
+    again = backend.generate(PROMPTS[:10], PARAMS)
+    assert all(c.error is None for c in again)
+
+
+def test_all_replicas_down_is_endpoint_down() -> None:
+    with FaultServer() as a, FaultServer() as b:
+        urls = [a.url, b.url]
+    with pytest.raises(EndpointDown):
+        replicas(*urls, max_retries=3).generate(PROMPTS[:4], PARAMS)
+
+
+def test_replicas_must_serve_the_same_weights() -> None:
+    with FaultServer(models=[{"id": "fault-model", "root": "/w/one"}]) as a, \
+         FaultServer(models=[{"id": "fault-model", "root": "/w/two"}]) as b:  # fmt: skip
+        with pytest.raises(BadInput, match="different weights"):
+            replicas(a.url, b.url).identity()
+
+
+@pytest.mark.slow
+def test_pipeline_on_two_serve_replicas_equals_one(tmp_path) -> None:
+    """Two `safer-instruct serve` processes behind the expert role: both get requests,
+    and the run's stage files equal a run on one of them (per-record seeds)."""
+    with serve_process(name="fault-model") as one, serve_process(name="fault-model") as two:
+        pair = f"[{one}, {two}]"
+        both = run(run_args(tmp_path / "both", tmp_path / "c1.sqlite", pair, "--limit", "2"))
+        assert both.returncode in (0, 4), both.stderr[-2000:]
+        served = completions_served(one), completions_served(two)
+        assert min(served) > 0, served
+        alone = run(run_args(tmp_path / "one", tmp_path / "c2.sqlite", one, "--limit", "2"))
+        assert alone.returncode == both.returncode, alone.stderr[-2000:]
+    for stage in ("01-induce", "02-filter", "03-respond"):
+        a = (tmp_path / "both" / "stages" / f"{stage}.jsonl").read_text()
+        b = (tmp_path / "one" / "stages" / f"{stage}.jsonl").read_text()
+        assert a == b, stage
