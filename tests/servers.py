@@ -23,6 +23,15 @@ def free_port() -> int:
 @contextmanager
 def serve_process(model: str = "embedded", name: str = "smol") -> Iterator[str]:
     """Run `safer-instruct serve` as a user would; yields its base URL (…/v1)."""
+    with serve_proc(model, name) as (url, _proc):
+        yield url
+
+
+@contextmanager
+def serve_proc(
+    model: str = "embedded", name: str = "smol"
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`serve_process`, also yielding the process (a test may kill it mid-run)."""
     port = free_port()
     cmd = [sys.executable, "-m", "saferinstruct", "serve", "--model", model,
            "--port", str(port), "--served-name", name]  # fmt: skip
@@ -40,9 +49,10 @@ def serve_process(model: str = "embedded", name: str = "smol") -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("serve did not start in 180 s") from None
                 time.sleep(0.5)
-        yield base + "/v1"
+        yield base + "/v1", proc
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

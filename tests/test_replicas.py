@@ -6,6 +6,9 @@ are real HTTP servers on 127.0.0.1: the fault-injecting one, and `safer-instruct
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,8 +17,8 @@ from fault_server import FaultServer
 from saferinstruct.errors import BadInput, EndpointDown
 from saferinstruct.llm.base import GenParams
 from saferinstruct.llm.openai_http import OpenAIBackend
-from servers import completions_served, serve_process
-from test_reliability import run, run_args
+from servers import completions_served, serve_proc
+from test_reliability import ROOT, run, run_args
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -75,18 +78,33 @@ def test_replicas_must_serve_the_same_weights() -> None:
 
 
 @pytest.mark.slow
-def test_pipeline_on_two_serve_replicas_equals_one(tmp_path) -> None:
-    """Two `safer-instruct serve` processes behind the expert role: both get requests,
-    and the run's stage files equal a run on one of them (per-record seeds)."""
-    with serve_process(name="fault-model") as one, serve_process(name="fault-model") as two:
-        pair = f"[{one}, {two}]"
-        both = run(run_args(tmp_path / "both", tmp_path / "c1.sqlite", pair, "--limit", "2"))
-        assert both.returncode in (0, 4), both.stderr[-2000:]
-        served = completions_served(one), completions_served(two)
-        assert min(served) > 0, served
+def test_pipeline_on_two_serve_replicas_one_killed_mid_run(tmp_path) -> None:
+    """Two `safer-instruct serve` processes behind the expert role; one is killed after
+    it has served a few requests. Both served work, the run finishes, and its stage files
+    and dataset equal a run on one server (per-record seeds)."""
+    env = {**os.environ, "OPENAI_API_KEY": "test"}
+    with serve_proc(name="fault-model") as (one, _), serve_proc(name="fault-model") as (two, p2):
+        args = run_args(tmp_path / "both", tmp_path / "c1.sqlite", f"[{one}, {two}]",
+                        "--limit", "2")  # fmt: skip
+        log = (tmp_path / "both.log").open("w")
+        cmd = [sys.executable, "-m", "saferinstruct", *args]
+        both = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 300
+        while completions_served(two) < 3 and both.poll() is None:
+            assert time.monotonic() < deadline, "replica two got no work"
+            time.sleep(0.2)
+        killed_after = completions_served(two)
+        assert both.poll() is None, "the run ended before the kill"
+        p2.kill()
+        both.wait(timeout=600)
+        log.close()
+        assert both.returncode in (0, 4), (tmp_path / "both.log").read_text()[-2000:]
+        assert completions_served(one) > 0 and killed_after >= 3
         alone = run(run_args(tmp_path / "one", tmp_path / "c2.sqlite", one, "--limit", "2"))
         assert alone.returncode == both.returncode, alone.stderr[-2000:]
-    for stage in ("01-induce", "02-filter", "03-respond"):
-        a = (tmp_path / "both" / "stages" / f"{stage}.jsonl").read_text()
-        b = (tmp_path / "one" / "stages" / f"{stage}.jsonl").read_text()
-        assert a == b, stage
+    names = [f"stages/{s}.jsonl" for s in ("01-induce", "02-filter", "03-respond", "04-judge")]
+    for name in [*names, "dataset/train.jsonl", "dataset/test.jsonl"]:
+        a, b = tmp_path / "both" / name, tmp_path / "one" / name
+        assert a.exists() == b.exists(), name
+        if a.exists():
+            assert a.read_text() == b.read_text(), name
