@@ -3,6 +3,7 @@ two processes at once, and no model load when everything is cached."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 from dataclasses import dataclass, field
 
@@ -161,6 +162,57 @@ def test_a_call_another_process_is_making_is_waited_for_not_paid_twice(tmp_path)
     assert srv.counts["total"] == 4
     stages = [(tmp_path / d / "stages" / "01-induce.jsonl").read_text() for d in ("a", "b")]
     assert stages[0] == stages[1]
+
+
+_KILLED_CHILD = """
+import sys
+from saferinstruct.llm.base import GenParams
+from saferinstruct.llm.cache import CachedBackend, CallCache
+from saferinstruct.llm.openai_http import OpenAIBackend
+url, path = sys.argv[1], sys.argv[2]
+inner = OpenAIBackend("fault-model", base_url=url, api_key="t", max_concurrency=8, timeout_s=120)
+prompts = [f"Question {i}" + (" slow" if i == 5 else "") for i in range(6)]
+CachedBackend(inner, CallCache(path)).generate(prompts, GenParams(max_new_tokens=8))
+"""
+
+
+def test_a_kill_mid_batch_loses_only_the_requests_in_flight(tmp_path):
+    """Answers are stored as they arrive, not when the batch ends: kill -9 while one slow
+    request of six is in flight, and the rerun sends only that one again."""
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from fault_server import FaultServer
+    from saferinstruct.llm.openai_http import OpenAIBackend
+
+    def slow(path: str, body: dict) -> str | None:
+        return "slow" if "slow" in json.dumps(body) else None
+
+    path = tmp_path / "c.sqlite"
+    with FaultServer(rule=slow, slow_s=60) as srv:
+        child = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, srv.url, str(path)])
+        deadline = time.monotonic() + 120
+        stored = 0
+        while stored < 5:
+            assert time.monotonic() < deadline and child.poll() is None, f"{stored} stored"
+            time.sleep(0.2)
+            if path.exists():
+                try:
+                    with sqlite3.connect(path) as db:
+                        stored = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+                except sqlite3.OperationalError:  # the child is creating the tables
+                    stored = 0
+        child.kill()
+        child.wait()
+        assert srv.counts["total"] == 6
+        srv.rule = None  # the slow one answers at once now
+        inner = OpenAIBackend("fault-model", base_url=srv.url, api_key="t", timeout_s=10)
+        prompts = [f"Question {i}" + (" slow" if i == 5 else "") for i in range(6)]
+        out = CachedBackend(inner, CallCache(path)).generate(prompts, GenParams(max_new_tokens=8))
+    assert all(c.error is None for c in out)
+    assert srv.counts["total"] == 7  # only the request in flight at the kill was sent again
 
 
 def test_claims_of_a_dead_process_are_taken_over(tmp_path):

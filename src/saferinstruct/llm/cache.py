@@ -282,7 +282,9 @@ class CachedBackend:
         keys = [self._key("generate", params.key(i), p) for i, p in enumerate(prompts)]
         return self._through(
             keys,
-            lambda idx: self.inner.generate([prompts[i] for i in idx], params.subset(idx)),
+            lambda idx, **sink: self.inner.generate(
+                [prompts[i] for i in idx], params.subset(idx), **sink
+            ),
             Completion,
         )
 
@@ -293,8 +295,8 @@ class CachedBackend:
         ]
         return self._through(
             keys,
-            lambda idx: self.inner.score(
-                [prompts[i] for i in idx], [continuations[i] for i in idx]
+            lambda idx, **sink: self.inner.score(
+                [prompts[i] for i in idx], [continuations[i] for i in idx], **sink
             ),
             Score,
         )
@@ -324,13 +326,24 @@ class CachedBackend:
     def _send(self, mine: list[str], first: dict[str, int], keys: list[str],
               call: Any) -> dict[str, Any]:  # fmt: skip
         """Send the claimed keys (one prompt each), store the answers, release the claims;
-        returns every result, failed ones included (they are not stored)."""
+        returns every result, failed ones included (they are not stored). A backend that
+        answers request by request (`streams_answers`) has each answer stored as it
+        arrives, so a kill mid-batch loses only the requests still in flight."""
         idx = [first[k] for k in mine]
         self.stats.misses += sum(keys.count(k) for k in mine)
         self.stats.calls.append(len(idx))
+        sink: dict[str, Any] = {}
+        if getattr(self.inner, "streams_answers", False):
+            lock = threading.Lock()
+
+            def store(j: int, result: Any) -> None:
+                with lock:
+                    self.cache.put_many({mine[j]: asdict(result)})
+
+            sink["on_answer"] = store
         try:
             try:
-                results = call(idx)
+                results = call(idx, **sink)
             except EndpointDown as down:  # keep what finished before the endpoint died
                 self.cache.put_many({mine[j]: asdict(r) for j, r in down.partial.items()})  # type: ignore[call-overload]
                 raise

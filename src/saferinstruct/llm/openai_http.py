@@ -61,6 +61,8 @@ from .base import Capabilities, Completion, GenParams, Message, Prompt, Score
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+OnAnswer = Callable[[int, Any], None]
+"""Called with (index, answer) as each request of a batch succeeds (the cache stores it)."""
 _RETRY_STATUS = (408, 409, 429)
 _FATAL_STATUS = (401, 403)
 _MAX_ERROR_CHARS = 300
@@ -271,6 +273,8 @@ class OpenAIBackend:
     """A model served behind an OpenAI-compatible HTTP API (see the module docstring)."""
 
     kind = "openai"
+    streams_answers = True
+    """generate/score take `on_answer`: the cache stores each answer as it arrives."""
 
     def __init__(
         self,
@@ -398,17 +402,24 @@ class OpenAIBackend:
         with self._lock:
             return Usage(**asdict(self._usage))
 
-    def generate(self, prompts: list[Prompt], params: GenParams) -> list[Completion]:
+    def generate(self, prompts: list[Prompt], params: GenParams,
+                 on_answer: OnAnswer | None = None) -> list[Completion]:  # fmt: skip
+        """One request per prompt; `on_answer(i, completion)` as each one succeeds."""
         routes = [self._route(p) for p in prompts]
 
         def one(i: int, run: _Run) -> Completion:
             result, error = self._with_retries(self._sender(routes[i], params, i), run)
             report_calls(1)
-            return result if result is not None else Completion(error=error)
+            if result is None:
+                return Completion(error=error)
+            if on_answer is not None:
+                on_answer(i, result)
+            return result
 
         return self._map(one, len(prompts))
 
-    def score(self, prompts: list[Prompt], continuations: list[str]) -> list[Score]:
+    def score(self, prompts: list[Prompt], continuations: list[str],
+              on_answer: OnAnswer | None = None) -> list[Score]:  # fmt: skip
         if len(prompts) != len(continuations):
             raise ValueError("score() needs one continuation per prompt")
         for p in prompts:
@@ -423,7 +434,11 @@ class OpenAIBackend:
                 self._score_sender(str(prompts[i]), continuations[i]), run
             )
             report_calls(1)
-            return result if result is not None else Score(error=error)
+            if result is None:
+                return Score(error=error)
+            if on_answer is not None:
+                on_answer(i, result)
+            return result
 
         return self._map(one, len(prompts))
 
