@@ -731,6 +731,14 @@ def report(models: dict[str, str], out: str | Path, cfg: CompareConfig | None = 
 # ---------------------------------------------------------------- models
 
 
+def probe(url: str, model: str | None = None,
+          api_key_env: str = "OPENAI_API_KEY") -> dict[str, Any]:  # fmt: skip
+    """What the OpenAI-compatible server at `url` supports, found by asking it."""
+    from .llm.probe import probe as ask
+
+    return ask(url, model, api_key_env)
+
+
 def models() -> dict[str, Any]:
     """Which backends are available, where the caches and the embedded model live."""
     import importlib.util

@@ -745,11 +745,26 @@ def report_cmd(
 
 
 @app.command("models")
-def models_cmd() -> None:
-    """Say which backends are available and where the embedded model lives."""
+def models_cmd(
+    probe: Annotated[
+        str | None,
+        opt("--probe", help="ask the OpenAI-compatible server at this base URL what it "
+            "supports (log-probs and their top-k, n, JSON schema, echo scoring)",
+            default="no probe", metavar="URL"),
+    ] = None,
+    model: Annotated[
+        str | None, opt("--model", help="--probe: the served model to ask about",
+                        default="the first the server lists"),
+    ] = None,
+    api_key_env: Annotated[
+        str, typer.Option(help="--probe: the environment variable holding the key")
+    ] = "OPENAI_API_KEY",
+) -> None:
+    """Say which backends are available and where the embedded model lives; with --probe,
+    what a server supports (and the role settings that match it)."""
     from . import api
 
-    info = api.models()
+    info = api.probe(probe, model, api_key_env) if probe else api.models()
     for key, value in info.items():
         typer.echo(f"{key}: {value}", err=True)
     _print_json(info)
