@@ -1,10 +1,12 @@
 """The runner: file IO, chunking, progress and resume around the pure stages.
 
-`run_stage` feeds a stage chunks of records, shows a progress bar, and writes every
+`run_stage` feeds a stage chunks of records (`chunk_for`: 16, or 8 per request an
+endpoint role may have in flight), shows a progress bar, and writes every
 record (dropped ones too) to the run directory's stage file (`RunDir.stage`) atomically
 at the end. Resume is the call cache's job: a rerun or a restarted run recomputes each
-chunk from cached calls (no model load when all are cached), so a killed run loses at
-most the chunk in flight, and a finished stage is never half-written.
+chunk from cached calls (no model load when all are cached; endpoint answers are stored
+as they arrive), so a killed run pays again at most for the requests in flight, and a
+finished stage is never half-written.
 
     result = run_stage("induce", records, lambda chunk: induce(chunk, model, cfg),
                        RunDir("runs/quick"), total=len(records), backends=[model])
@@ -26,6 +28,13 @@ from .records import Record, is_kept
 from .rundir import RunDir
 
 log = logging.getLogger("saferinstruct")
+
+CHUNK = 16
+"""Records per chunk for local models (their backend sorts and batches them)."""
+PER_SLOT = 8
+"""Records per request an endpoint role may have in flight (its `max_concurrency`): a
+chunk waits for its slowest request, so more waves per chunk waste less of the slots
+(benchmarks/throughput.py)."""
 
 @dataclass
 class StageResult:
@@ -55,11 +64,13 @@ def run_stage(
     run: RunDir,
     *,
     total: int | None = None,
-    chunk_size: int = 16,
+    chunk_size: int | None = None,
     backends: Iterable[CachedBackend] = (),
 ) -> StageResult:
-    """Apply `fn` chunk by chunk and write the stage file; returns counts for the funnel."""
+    """Apply `fn` chunk by chunk and write the stage file; returns counts for the funnel.
+    `chunk_size` None: `chunk_for(backends)`."""
     backends = list(dict.fromkeys(backends))  # a backend serving two roles counts once
+    chunk_size = chunk_size or chunk_for(backends)
     start = time.time()
     before = [_counters(b) for b in backends]
     out: list[Record] = []
@@ -79,6 +90,14 @@ def run_stage(
     result = StageResult(name, path, len(out), n_kept, time.time() - start, calls, out)
     log.info("stage %s: %s", name, json.dumps(result.summary()))
     return result
+
+
+def chunk_for(backends: list[CachedBackend]) -> int:
+    """Records per chunk: 16 (a local backend batches them itself), or enough that an
+    endpoint role can keep its `max_concurrency` requests in flight while the slowest
+    requests of the chunk finish (`PER_SLOT` records per request slot)."""
+    slots = [getattr(b.inner, "max_concurrency", 0) for b in backends]
+    return max([CHUNK, *(PER_SLOT * n for n in slots)])
 
 
 def _process(fn: Callable, chunk: list[Record], bar: Any, backends: list[CachedBackend]) -> list:
