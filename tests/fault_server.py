@@ -20,7 +20,8 @@ of `script` (consumed in arrival order), else `default`. Behaviours:
 
 `counts` holds requests received, total ("total": the completion requests, what a
 hosted API bills) and per path (`/v1/models` is counted there only); `bodies` the parsed
-request bodies in arrival order. `models` is what `GET /v1/models` lists.
+request bodies in arrival order; `peak_in_flight` the most completion requests it was
+answering at once. `models` is what `GET /v1/models` lists.
 """
 
 from __future__ import annotations
@@ -184,6 +185,7 @@ class FaultServer:
         self.models = models if models is not None else [{"id": "fault-model", "object": "model"}]
         self.counts: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
+        self.in_flight = self.peak_in_flight = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -274,7 +276,14 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send(400, {"error": {"message": "body is not JSON"}})
             return
-        self._act(self.fault.next_behaviour(path, body), path, body, raw)
+        with self.fault.lock:
+            self.fault.in_flight += 1
+            self.fault.peak_in_flight = max(self.fault.peak_in_flight, self.fault.in_flight)
+        try:
+            self._act(self.fault.next_behaviour(path, body), path, body, raw)
+        finally:
+            with self.fault.lock:
+                self.fault.in_flight -= 1
 
     def _act(self, behaviour: str, path: str, body: dict[str, Any], raw: bytes) -> None:
         if behaviour == "close":

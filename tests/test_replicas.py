@@ -108,3 +108,27 @@ def test_pipeline_on_two_serve_replicas_one_killed_mid_run(tmp_path) -> None:
         assert a.exists() == b.exists(), name
         if a.exists():
             assert a.read_text() == b.read_text(), name
+
+
+@pytest.mark.parametrize(("concurrency", "texts"), [(4, 12), (32, 80)])
+def test_a_stage_keeps_max_concurrency_requests_in_flight_and_no_more(tmp_path, concurrency,
+                                                                     texts):  # fmt: skip
+    """The runner hands an endpoint role enough records that it fills its
+    `max_concurrency` (it used to hand 16 at a time, whatever the setting), and the
+    backend never exceeds it (counted at the server)."""
+    from saferinstruct import api
+    from saferinstruct.config import load_config
+
+    csv = tmp_path / "texts.csv"
+    csv.write_text("id,category,text\n" + "".join(
+        f"t{i},{('hate', 'self-harm')[i % 2]},Synthetic text {i} about the weather.\n"
+        for i in range(texts)))  # fmt: skip
+    with FaultServer(default="slow", slow_s=1.5) as srv:
+        cfg = load_config(ROOT / "configs/quickstart.yaml", overrides=[
+            f"cache={tmp_path / 'c.sqlite'}", "induce.mode=prompted", "expert.backend=openai",
+            "expert.model=fault-model", f"expert.base_url={srv.url}",
+            f"expert.max_concurrency={concurrency}"])  # fmt: skip
+        api.use_input(cfg, csv)
+        result = api.induce(api.read_sources(cfg, limit=texts), cfg, tmp_path / "run")
+    assert result.n_in == texts and srv.counts["total"] == texts
+    assert srv.peak_in_flight == concurrency
