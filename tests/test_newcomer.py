@@ -143,3 +143,16 @@ def test_eval_safety_writes_the_answers_it_judged(tmp_path):
     assert "Content warning" in proc.stderr  # the few shown on the terminal come after it
     assert rows[0]["answer"][:200] not in proc.stdout
     assert "refusal_rate" in cli("eval", "safety", "--help", check_rc=0).stdout
+
+
+def test_every_file_the_readme_links_or_names_is_in_the_clone():
+    """A newcomer clicks the README's links and runs the scripts it names: each exists."""
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#\s]+)\)", text)
+    named = re.findall(r"`((?:docs|scripts|configs|benchmarks|tests|data)/[\w./-]+)`", text)
+    local = [p for p in [*links, *named] if "://" not in p]
+    assert len(local) >= 10  # the README names its scripts, configs and docs
+    missing = sorted({p for p in local if not (ROOT / p).exists()})
+    assert not missing, missing

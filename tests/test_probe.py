@@ -29,8 +29,8 @@ def test_probe_finds_what_a_server_lacks_and_the_settings_to_match() -> None:
     assert caps["top_logprobs_max"] == 20
     assert caps["n"] is False and caps["echo_scoring"] is False
     assert set(caps["why"]) >= {"n", "echo_scoring"} and "400" in caps["why"]["n"]
-    assert caps["config"]["n"] is False and caps["config"]["score"] is False
-    assert caps["config"]["logprobs"] is True
+    assert caps["config"] == {"supports_logprobs": True, "supports_json_schema": False,
+                              "supports_score": False}  # fmt: skip
 
 
 def test_probe_of_a_dead_port_is_endpoint_down_and_exit_2() -> None:
@@ -56,5 +56,7 @@ def test_probe_of_our_serve_finds_everything_the_stages_use() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     caps = last_json(proc.stdout)
     assert caps["model"] == "smol" and "root=" in caps["identity"]
-    assert caps["config"] == {"logprobs": True, "n": True, "json_schema": True, "score": True}
+    assert caps["config"] == {"supports_logprobs": True, "supports_json_schema": True,
+                              "supports_score": True}  # fmt: skip
+    assert caps["n"] is True
     assert caps["top_logprobs_max"] == 20 and caps["why"] == {}

@@ -6,8 +6,10 @@ a few tokens long. `safer-instruct models --probe URL [--model NAME]` prints the
     caps["json_schema"], caps["top_logprobs_max"], caps["echo_scoring"]
 
 Each capability is true/false (or the largest top-k that came back), and `why` holds a
-one-line reason for every capability the server lacks. The config fields it maps to are
-in `CONFIG_FIELDS` (set them false on a role served by a server that lacks them).
+one-line reason for every capability the server lacks; `config` holds the role settings
+that match (`supports_logprobs`, `supports_json_schema`, `supports_score`: set false on
+a role whose server lacks them). `n` has no setting: the stages that sample several
+answers need it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ TOP_K = (20, 5, 1)
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
           "required": ["answer"], "additionalProperties": False}  # fmt: skip
 CHAT = [{"role": "user", "content": "Is water wet? Answer yes or no."}]
-CONFIG_FIELDS = {"top_logprobs_max": "logprobs", "n": "n", "json_schema": "json_schema",
-                 "echo_scoring": "score"}  # fmt: skip
+CONFIG_FIELDS = {"top_logprobs_max": "supports_logprobs", "json_schema": "supports_json_schema",
+                 "echo_scoring": "supports_score"}  # fmt: skip
+"""The role settings (config.ModelConfig) each capability decides."""
 
 
 def probe(base_url: str, model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
