@@ -175,13 +175,14 @@ class FaultServer:
         retry_after: str = "1",
         slow_s: float = 3.0,
         models: list[dict[str, Any]] | None = None,
+        port: int = 0,
     ) -> None:
         for b in [*(script or []), default]:
             if b not in BEHAVIOURS:
                 raise ValueError(f"unknown behaviour {b!r}")
         self.script, self.default, self.rule = list(script or []), default, rule
         self.upstream = upstream.rstrip("/") if upstream else None
-        self.retry_after, self.slow_s = retry_after, slow_s
+        self.retry_after, self.slow_s, self.port = retry_after, slow_s, port
         self.models = models if models is not None else [{"id": "fault-model", "object": "model"}]
         self.counts: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
@@ -198,7 +199,7 @@ class FaultServer:
 
     def start(self) -> FaultServer:
         handler = type("Handler", (_Handler,), {"fault": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

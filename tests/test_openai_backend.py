@@ -306,3 +306,27 @@ def test_logs_carry_no_text(
         [d] = backend(srv, max_retries=1).generate([secret], GenParams())
     assert c.error and d.error is None and caplog.records
     assert secret not in caplog.text and d.text not in caplog.text
+
+
+def test_a_server_still_starting_is_waited_for(serve: Callable[..., FaultServer]) -> None:
+    """`wait_for_server_s`: connection refused until the server is up is waited out (a
+    `vllm serve` takes minutes to start); without it, the endpoint is down at once."""
+    import threading
+    import time
+
+    from saferinstruct.errors import EndpointDown
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    with pytest.raises(EndpointDown, match="is down"):
+        backend(url).identity()
+    timer = threading.Timer(1.5, lambda: serve(port=port))
+    start = time.monotonic()
+    timer.start()
+    try:
+        assert backend(url, wait_for_server_s=30).identity() == "openai:fault-model"
+    finally:
+        timer.join()
+    assert 1.5 <= time.monotonic() - start < 15
+    with pytest.raises(EndpointDown, match=r"waited 0\.5 s"):
+        backend(f"http://127.0.0.1:{free_port()}/v1", wait_for_server_s=0.5).identity()

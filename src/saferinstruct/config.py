@@ -81,6 +81,11 @@ class ModelConfig:
     max_failures_in_row: int = field(
         default=8, metadata=_doc("openai: this many failed requests in a row = endpoint down")
     )
+    wait_for_server_s: float = field(
+        default=0.0,
+        metadata=_doc("openai: wait up to this long for a server that refuses connections "
+                      "(still starting, e.g. vllm serve) before calling it down"),
+    )  # fmt: skip
     retry_timeouts: bool = field(
         default=False,
         metadata=_doc("openai: send a timed-out request again (the server may still be "
@@ -698,7 +703,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 TRANSPORT = ("base_url", "api_key_env", "api_key_file", "allow_any_key_env", "max_concurrency",
              "max_retries", "timeout_s", "max_failures_in_row", "retry_timeouts", "batch_size",
-             "device")  # fmt: skip
+             "device", "wait_for_server_s")  # fmt: skip
 """How a model is reached, not which model it is: these change no result."""
 
 

@@ -45,6 +45,7 @@ def make_raw_backend(cfg: ModelConfig) -> Backend:
             max_retries=cfg.max_retries,
             timeout_s=cfg.timeout_s,
             max_failures_in_row=cfg.max_failures_in_row,
+            wait_for_server_s=cfg.wait_for_server_s,
             logprobs=cfg.supports_logprobs,
             score=cfg.supports_score,
             json_schema=cfg.supports_json_schema,

@@ -295,6 +295,7 @@ class OpenAIBackend:
         chat: bool | None = None,
         retry_timeouts: bool = False,
         revision: str | None = None,
+        wait_for_server_s: float = 0.0,
     ) -> None:
         self.model = model
         default = os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
@@ -313,6 +314,7 @@ class OpenAIBackend:
         self.chat = chat
         self.retry_timeouts = retry_timeouts
         self.revision = revision
+        self.wait_for_server_s = max(0.0, float(wait_for_server_s))
         self._identity: str | None = None
         self._caps = Capabilities(logprobs=logprobs, score=score, n=n, json_schema=json_schema)
         self._lock = threading.Lock()
@@ -349,12 +351,20 @@ class OpenAIBackend:
         """This model's entry in `GET /models` of every replica that answers ({} when
         they have no such list); replicas serving other weights are BadInput, replicas
         that are down are set aside, all of them down is EndpointDown."""
-        infos, down = [], []
-        for replica in self.replicas:
-            info = self._replica_model_info(replica)
-            (down if info is None else infos).append(replica.url if info is None else info)
+        deadline = time.monotonic() + self.wait_for_server_s
+        while True:
+            infos, down = [], []
+            for replica in self.replicas:
+                info = self._replica_model_info(replica)
+                (down if info is None else infos).append(replica.url if info is None else info)
+            left = deadline - time.monotonic()
+            if infos or left <= 0:
+                break
+            log.info("openai: %s does not answer yet; waiting (%.0f s left)", self.base_url, left)
+            time.sleep(min(2.0, left))
         if not infos:
-            raise EndpointDown(f"endpoint {self.base_url} is down: cannot connect")
+            waited = f" (waited {self.wait_for_server_s:g} s)" if self.wait_for_server_s else ""
+            raise EndpointDown(f"endpoint {self.base_url} is down: cannot connect{waited}")
         roots = {json.dumps({k: i.get(k) for k in ("root", "parent", "max_model_len")},
                             sort_keys=True) for i in infos}  # fmt: skip
         if len(roots) > 1:
