@@ -19,6 +19,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import sys
 import types
 import typing
@@ -73,7 +74,10 @@ LimitOpt = Annotated[
 
 
 def _print_json(obj: object) -> None:
-    """The one JSON line a figure-reporting command ends with (stdout)."""
+    """The one JSON line a figure-reporting command ends with (stdout); under
+    `accelerate launch`, from the main process only."""
+    if os.environ.get("RANK", "0") != "0":
+        return
     sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
     sys.stdout.flush()
 

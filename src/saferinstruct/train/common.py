@@ -1,17 +1,27 @@
-"""What the trainers share: hardware-chosen precision, a time budget, loss plot, card.
+"""What the trainers share: hardware-chosen precision, a time budget, loss plot, card,
+and the rules for several processes.
 
 TRL's configs default to `bf16=True` and `gradient_checkpointing=True`, even on a CPU;
 on these CPUs (no bf16 matrix units) that made an SFT step 12x slower (DESIGN). We pick
 precision from the hardware instead: bf16 on a GPU that supports it, else fp32, and no
 gradient checkpointing unless asked.
+
+Under `accelerate launch` (DDP, FSDP or DeepSpeed; configs/accelerate/) every process
+trains and only the main one writes the model, card, loss plot, log and training record;
+the others wait for it. The time guard stops every process at the same step. A
+several-process run records, in training.json, the world size and what each rank saw
+(a digest per batch) and held (a digest of its trainable weights), so that anyone can
+check the ranks split the data and ended identical.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -22,6 +32,38 @@ from ..config import ModelConfig, TrainStepConfig
 from ..io import apply_umask, write_atomic
 
 log = logging.getLogger("saferinstruct")
+
+
+def train_dataset(rows: list[dict[str, Any]], work: Path) -> Any:
+    """`rows` as a datasets.Dataset for the trainer. With one process it lives in memory;
+    with several, the main process saves it once under work/checkpoints/ and every rank
+    memory-maps that copy, so the caches TRL writes beside a dataset (tokenized rows, the
+    DPO reference log-probs) are one set of files that all ranks read."""
+    from datasets import Dataset, load_from_disk
+
+    if world_size() <= 1:
+        return Dataset.from_list(rows)
+    from accelerate import PartialState
+
+    blob = json.dumps(rows, sort_keys=True, default=str).encode()
+    folder = Path(work) / "checkpoints" / f"rows-{hashlib.sha256(blob).hexdigest()[:16]}"
+    state = PartialState()
+    with state.main_process_first():
+        if state.is_main_process and not folder.exists():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=mkdirs(folder.parent)))
+            Dataset.from_list(rows).save_to_disk(str(tmp))
+            tmp.rename(folder)
+    return load_from_disk(str(folder))
+
+
+def world_size() -> int:
+    """Processes in this training (from the launcher's environment; 1 without one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def mkdirs(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def hardware_args(device: str = "auto") -> dict[str, Any]:
@@ -94,18 +136,31 @@ def time_budget_callback(max_minutes: float | None) -> Any:
             self.stopped_early = False
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
-            if max_minutes is not None and time.time() - self.start > max_minutes * 60:
+            if max_minutes is None:
+                return control
+            # every rank must stop at the same step (else the others wait forever)
+            if any_rank(args, time.time() - self.start > max_minutes * 60):
                 control.should_training_stop = True
                 control.should_save = True
-                if not self.stopped_early and state.global_step < state.max_steps:
+                cut = state.global_step < state.max_steps
+                if not self.stopped_early and cut and state.is_world_process_zero:
                     log.warning("time guard: max_minutes=%g stopped training at step %d of %d; "
                                 "the model is saved but not finished, and the next run resumes "
                                 "its training", max_minutes, state.global_step,
                                 state.max_steps)  # fmt: skip
-                self.stopped_early = state.global_step < state.max_steps
+                self.stopped_early = cut
             return control
 
     return TimeBudget()
+
+
+def any_rank(args: Any, flag: bool) -> bool:
+    """Whether `flag` holds on any process (itself when there is one process)."""
+    if args.world_size <= 1:
+        return flag
+    from accelerate.utils import gather_object
+
+    return any(gather_object([flag]))
 
 
 def quiet_stdout(trainer: Any) -> Any:
@@ -115,7 +170,7 @@ def quiet_stdout(trainer: Any) -> Any:
 
     class LogToStderr(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if logs:
+            if logs and state.is_world_process_zero:
                 nums = {k: round(v, 4) for k, v in logs.items() if isinstance(v, int | float)}
                 log.info("step %d: %s", state.global_step, json.dumps(nums))
 
@@ -255,21 +310,116 @@ def lora_config(model: Any = None, top_fraction: float = 1.0) -> Any:
 
 
 def save_final(trainer: Any, final: Path, lora: bool) -> None:
-    """Save a normal HF directory (LoRA merged), atomically: into a fresh temp folder
-    beside it (unique per process), then renamed."""
-    model = trainer.model
-    if lora:
-        model = model.merge_and_unload()
+    """Save a normal HF directory (LoRA merged) at `final`, from the main process only.
+
+    With DDP (or one process) every rank holds the whole model and the main one writes
+    it; with FSDP or DeepSpeed the weights are sharded, so every rank takes part in
+    Trainer.save_model, which gathers them (LoRA: the adapter, merged afterwards)."""
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    if sharded:
+        tmp = shared_temp_dir(trainer, final)
+        trainer.save_model(str(tmp))
+        if trainer.is_world_process_zero():
+            gathered_into_place(tmp, final, lora)
+    elif trainer.is_world_process_zero():
+        write_model(trainer.model.merge_and_unload() if lora else trainer.model,
+                    trainer.processing_class, final)  # fmt: skip
+    trainer.accelerator.wait_for_everyone()
+
+
+def write_model(model: Any, tokenizer: Any, final: Path) -> None:
+    """Write model and tokenizer atomically: into a fresh temp folder beside `final`
+    (unique per process), then renamed."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         model.save_pretrained(str(tmp))
-        trainer.processing_class.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
         apply_umask(tmp)  # mkdtemp is 0700, safetensors writes 0600
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def shared_temp_dir(trainer: Any, final: Path) -> Path:
+    """A fresh folder beside `final` made by the main process; its name is sent to the
+    others (they write nothing into it: Trainer.save_model writes from the main one)."""
+    from accelerate.utils import broadcast_object_list
+
+    name = [None]
+    if trainer.is_world_process_zero():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        name = [tempfile.mkdtemp(prefix=f".{final.name}.gather.", dir=final.parent)]
+    return Path(broadcast_object_list(name)[0])
+
+
+def gathered_into_place(tmp: Path, final: Path, lora: bool) -> None:
+    """Move what Trainer.save_model gathered into `final`: a full model as it is, a LoRA
+    adapter merged into its base model first."""
+    try:
+        if lora:
+            from peft import AutoPeftModelForCausalLM
+            from transformers import AutoTokenizer
+
+            merged = AutoPeftModelForCausalLM.from_pretrained(str(tmp)).merge_and_unload()
+            write_model(merged, AutoTokenizer.from_pretrained(str(tmp)), final)
+            return
+        apply_umask(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def record_batches(trainer: Any) -> list[str]:
+    """Digests of the batches this process trains on, appended as they come (a wrapper
+    around the trainer's compute_loss; token ids only)."""
+    seen: list[str] = []
+    inner = trainer.compute_loss
+
+    def compute_loss(model: Any, inputs: dict[str, Any], *args: Any, **kw: Any) -> Any:
+        seen.append(batch_digest(inputs))
+        return inner(model, inputs, *args, **kw)
+
+    trainer.compute_loss = compute_loss
+    return seen
+
+
+def batch_digest(inputs: dict[str, Any]) -> str:
+    """sha256 (12 hex) of a batch's integer tensors, by key."""
+    h = hashlib.sha256()
+    for key in sorted(inputs):
+        value = inputs[key]
+        if hasattr(value, "is_floating_point") and not value.is_floating_point():
+            h.update(key.encode())
+            h.update(value.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def trainable_digest(model: Any) -> str:
+    """sha256 (12 hex) of the trainable weights, by name: equal on every DDP rank."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters(), key=lambda np: np[0]):
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def ranks_record(trainer: Any, batches: list[str]) -> dict[str, Any] | None:
+    """What each process saw and holds, gathered on every rank (None with one process).
+    Weights are digested only where each rank holds them whole (not FSDP/DeepSpeed)."""
+    if trainer.args.world_size <= 1:
+        return None
+    from accelerate.utils import gather_object
+
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    mine = {"rank": trainer.args.process_index, "batches": batches,
+            "trainable_sha256": None if sharded else trainable_digest(trainer.model)}  # fmt: skip
+    return {"world_size": trainer.args.world_size,
+            "distributed_type": str(trainer.accelerator.distributed_type.value),
+            "ranks": sorted(gather_object([mine]), key=lambda r: r["rank"])}  # fmt: skip
 
 
 def effective_hardware(args: Any) -> dict[str, Any]:
@@ -311,31 +461,48 @@ def train_and_save(
     """Train (resuming from work/checkpoints), save work/model, then the loss curve, the
     card (`sections` first, then training facts and losses), the log and the training
     record; drop the checkpoints, unless the time guard cut the training (then they stay,
-    for the next call to resume from)."""
+    for the next call to resume from). Under several processes every one trains and the
+    main one writes; all return when the files are in place."""
     final = work / "model"
     resume = last_checkpoint(work / "checkpoints")
+    batches = record_batches(trainer) if trainer.args.world_size > 1 else []
     start = time.time()
     trainer.train(resume_from_checkpoint=resume)
     minutes = (time.time() - start) / 60
+    ranks = ranks_record(trainer, batches)
     save_final(trainer, final, lora)
+    facts = {"minutes": round(minutes, 2), "resumed_from": resume}
+    if trainer.is_world_process_zero():
+        write_training_files(trainer, budget, work, title, sections, facts, ranks)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def write_training_files(trainer: Any, budget: Any, work: Path, title: str,
+                         sections: dict[str, Any], facts: dict[str, Any],
+                         ranks: dict[str, Any] | None) -> None:  # fmt: skip
+    """The main process's files beside the model: loss.png, README.md (the card),
+    train_log.json and training.json; the checkpoints go when the training finished."""
     points = loss_history(trainer.state.log_history)
     plot_losses(points, work / "loss.png", f"{title}: loss")
     training = {
         "steps": trainer.state.global_step,
-        "minutes": round(minutes, 2),
-        "resumed_from": resume,
+        **facts,
         "stopped_by_budget": budget.stopped_early,
         "hardware": effective_hardware(trainer.args),
     }
+    if ranks:
+        training["world_size"] = ranks["world_size"]
     card = {**sections, "training": training, "loss": points, "loss curve": "![loss](loss.png)"}
     write_card(work / "README.md", title, card)
     write_atomic(work / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
     record = {"complete": not budget.stopped_early, "steps": trainer.state.global_step,
               "planned_steps": trainer.state.max_steps}  # fmt: skip
+    if ranks:
+        record["distributed"] = ranks
     write_atomic(work / TRAINING_RECORD, json.dumps(record))
     if not budget.stopped_early:
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
-    return final
 
 
 def learning_rate(step: TrainStepConfig, lora_lr: float, full_lr: float) -> float:

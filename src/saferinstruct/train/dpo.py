@@ -39,6 +39,7 @@ from .common import (
     schedule_args,
     time_budget_callback,
     train_and_save,
+    train_dataset,
 )
 
 log = logging.getLogger("saferinstruct")
@@ -119,7 +120,6 @@ def make_dpo_trainer(
 
     With `step.precompute_ref` and a `ref_logps_path`, stored reference log-probs are
     reused when every row TRL keeps has one, and saved there after TRL computes them."""
-    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     rows = [{**r, "ref_key": row_key(r)} for r in dpo_rows(data)]
@@ -144,7 +144,7 @@ def make_dpo_trainer(
             # adapters are switched off, with precompute TRL scores the untrained policy
             ref_model=None if step.lora or precompute else load_base(step.base_model)[0],
             args=args,
-            train_dataset=Dataset.from_list(train_rows),
+            train_dataset=train_dataset(train_rows, out_dir),
             processing_class=tokenizer,
             peft_config=lora_config(model, step.lora_top_fraction) if step.lora else None,
             callbacks=[budget],
@@ -161,7 +161,8 @@ def make_dpo_trainer(
             return quiet_stdout(trainer), budget
         log.info("some rows have no stored reference log-probs: computing them all")
     trainer = build(rows, precompute=step.precompute_ref)
-    if step.precompute_ref and ref_logps_path is not None:
+    if step.precompute_ref and ref_logps_path is not None and trainer.is_world_process_zero():
+        # every rank holds all rows' log-probs (TRL gathers them); the main one writes
         save_ref_logps(ref_logps_path, trainer.train_dataset, stored)
     return quiet_stdout(trainer), budget
 

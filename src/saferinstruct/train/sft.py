@@ -30,6 +30,7 @@ from .common import (
     schedule_args,
     time_budget_callback,
     train_and_save,
+    train_dataset,
 )
 
 log = logging.getLogger("saferinstruct")
@@ -50,7 +51,6 @@ def sft_rows(data: list[dict]) -> list[dict]:
 
 def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path) -> tuple[Any, Any]:
     """The TRL SFTTrainer for `step` (not yet trained) and its time budget callback."""
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     rows = sft_rows(data)
@@ -68,7 +68,7 @@ def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path) -> 
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=train_dataset(rows, out_dir),
         processing_class=tokenizer,
         peft_config=lora_config(model, step.lora_top_fraction) if step.lora else None,
         callbacks=[budget],
