@@ -20,6 +20,20 @@ def cache_root() -> Path:
     return Path(user_cache_dir("safer-instruct"))
 
 
+def find_artifact(*parts: str) -> Path | None:
+    """An artifact stored under `cache_root()/parts`, else its prebuilt copy shipped in
+    data/prebuilt/ (built from the shipped data by scripts/prebuild.py, found under the
+    same content-hash name), else None. Read-only: artifacts are written to the cache."""
+    folders = [cache_root()]
+    if not os.environ.get("SAFER_INSTRUCT_NO_PREBUILT"):  # scripts/prebuild.py builds anew
+        folders.append(data_dir() / "prebuilt")
+    for folder in folders:
+        path = folder.joinpath(*parts)
+        if path.exists():
+            return path
+    return None
+
+
 def default_call_cache() -> Path:
     """The one SQLite call cache shared by every run unless a config names another."""
     return cache_root() / "calls.sqlite"

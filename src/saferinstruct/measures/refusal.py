@@ -30,7 +30,9 @@ Two classifiers:
 
 `default_classifier()` is cached per process and stored as plain arrays (no pickle)
 under `cache_root()/refusal/<hash of the training files' contents>.npz`; each labelled
-file's features are stored beside it (`features-<hash>.npy`). When
+file's features are stored beside it (`features-<hash>.npy`). Copies built from the
+shipped files ship in data/prebuilt/refusal/ and are read when the cache has none (a
+fresh clone skips a few minutes of embedding). When
 `refusal_agreement` is given a file the classifier would be trained on (same content
 hash or same resolved path), it refits without that file and reports
 `"refit_without": <file name>`, so no figure is scored on its own training data.
@@ -48,7 +50,7 @@ from typing import Any
 
 from ..errors import BadInput
 from ..io import read_records, write_atomic
-from ..paths import cache_root, data_dir
+from ..paths import cache_root, data_dir, find_artifact
 from .text import first_sentence, sentences
 
 LABELS = ("1_full_compliance", "2_full_refusal", "3_partial_refusal")
@@ -195,9 +197,10 @@ def stored_features(completions: list[str], digest: str) -> Any:
         return features(completions)
     key = hashlib.sha256(f"{CACHE_VERSION}\nfeatures\n{digest}".encode()).hexdigest()[:20]
     path = cache_root() / "refusal" / f"features-{key}.npy"
-    if path.exists():
+    found = find_artifact("refusal", path.name)
+    if found is not None:
         try:
-            x = np.load(path)
+            x = np.load(found)
             if x.shape[0] == len(completions):
                 return x
         except (OSError, ValueError):
@@ -355,7 +358,8 @@ def load_classifier(path: Path) -> RefusalClassifier | None:
 def _cached_fit(key: tuple[str, ...], paths: tuple[str, ...]) -> RefusalClassifier:
     digest = hashlib.sha256(("\n".join((CACHE_VERSION, *key))).encode()).hexdigest()[:20]
     path = cache_root() / "refusal" / f"{digest}.npz"
-    clf = load_classifier(path) if path.exists() else None
+    found = find_artifact("refusal", path.name)
+    clf = load_classifier(found) if found is not None else None
     if clf is None:
         clf = fit([Path(p) for p in paths])
         save_classifier(clf, path)
