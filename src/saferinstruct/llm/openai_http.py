@@ -416,17 +416,8 @@ class OpenAIBackend:
                  on_answer: OnAnswer | None = None) -> list[Completion]:  # fmt: skip
         """One request per prompt; `on_answer(i, completion)` as each one succeeds."""
         routes = [self._route(p) for p in prompts]
-
-        def one(i: int, run: _Run) -> Completion:
-            result, error = self._with_retries(self._sender(routes[i], params, i), run)
-            report_calls(1)
-            if result is None:
-                return Completion(error=error)
-            if on_answer is not None:
-                on_answer(i, result)
-            return result
-
-        return self._map(one, len(prompts))
+        return self._answers(lambda i: self._sender(routes[i], params, i), len(prompts),
+                             lambda error: Completion(error=error), on_answer)  # fmt: skip
 
     def score(self, prompts: list[Prompt], continuations: list[str],
               on_answer: OnAnswer | None = None) -> list[Score]:  # fmt: skip
@@ -438,19 +429,8 @@ class OpenAIBackend:
                     "scoring over HTTP needs a raw text prompt (render the chat template "
                     "first); chat messages cannot be scored with /completions echo"
                 )
-
-        def one(i: int, run: _Run) -> Score:
-            result, error = self._with_retries(
-                self._score_sender(str(prompts[i]), continuations[i]), run
-            )
-            report_calls(1)
-            if result is None:
-                return Score(error=error)
-            if on_answer is not None:
-                on_answer(i, result)
-            return result
-
-        return self._map(one, len(prompts))
+        return self._answers(lambda i: self._score_sender(str(prompts[i]), continuations[i]),
+                             len(prompts), lambda error: Score(error=error), on_answer)  # fmt: skip
 
     # -- requests ----------------------------------------------------------------------
 
@@ -586,6 +566,22 @@ class OpenAIBackend:
         return result
 
     # -- concurrency, retries, dead endpoints ------------------------------------------
+
+    def _answers(self, sender: Callable[[int], Callable[[Any], T]], count: int,
+                 failed: Callable[[str], T], on_answer: OnAnswer | None) -> list[T]:  # fmt: skip
+        """Send request `sender(i)` for every index (retried, counted); `failed(error)` where
+        none succeeded; `on_answer(i, answer)` as each one succeeds."""
+
+        def one(i: int, run: _Run) -> T:
+            result, error = self._with_retries(sender(i), run)
+            report_calls(1)
+            if result is None:
+                return failed(error)
+            if on_answer is not None:
+                on_answer(i, result)
+            return result
+
+        return self._map(one, count)
 
     def _map(self, one: Callable[[int, _Run], T], count: int) -> list[T]:
         """Run `one(i)` for every index with bounded concurrency; raise if the endpoint died."""
