@@ -50,7 +50,8 @@ def train_dataset(rows: list[dict[str, Any]], work: Path) -> Any:
     state = PartialState()
     with state.main_process_first():
         if state.is_main_process and not folder.exists():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=mkdirs(folder.parent)))
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
             Dataset.from_list(rows).save_to_disk(str(tmp))
             tmp.rename(folder)
     return load_from_disk(str(folder))
@@ -59,11 +60,6 @@ def train_dataset(rows: list[dict[str, Any]], work: Path) -> Any:
 def world_size() -> int:
     """Processes in this training (from the launcher's environment; 1 without one)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def mkdirs(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def hardware_args(device: str = "auto") -> dict[str, Any]:
@@ -315,8 +311,7 @@ def save_final(trainer: Any, final: Path, lora: bool) -> None:
     With DDP (or one process) every rank holds the whole model and the main one writes
     it; with FSDP or DeepSpeed the weights are sharded, so every rank takes part in
     Trainer.save_model, which gathers them (LoRA: the adapter, merged afterwards)."""
-    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
-    if sharded:
+    if is_sharded(trainer):
         tmp = shared_temp_dir(trainer, final)
         trainer.save_model(str(tmp))
         if trainer.is_world_process_zero():
@@ -335,11 +330,23 @@ def write_model(model: Any, tokenizer: Any, final: Path) -> None:
     try:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        apply_umask(tmp)  # mkdtemp is 0700, safetensors writes 0600
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        move_into_place(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def move_into_place(tmp: Path, final: Path) -> None:
+    """Replace `final` by the finished folder `tmp`, with the user's umask (mkdtemp is
+    0700, safetensors writes 0600)."""
+    apply_umask(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def is_sharded(trainer: Any) -> bool:
+    """Whether the weights are split across the processes (FSDP or DeepSpeed): saving
+    then gathers them, and no rank holds them whole."""
+    return bool(trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
 
 
 def shared_temp_dir(trainer: Any, final: Path) -> Path:
@@ -364,10 +371,8 @@ def gathered_into_place(tmp: Path, final: Path, lora: bool) -> None:
 
             merged = AutoPeftModelForCausalLM.from_pretrained(str(tmp)).merge_and_unload()
             write_model(merged, AutoTokenizer.from_pretrained(str(tmp)), final)
-            return
-        apply_umask(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        else:
+            move_into_place(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -414,11 +419,10 @@ def ranks_record(trainer: Any, batches: list[str]) -> dict[str, Any] | None:
         return None
     from accelerate.utils import gather_object
 
-    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
-    mine = {"rank": trainer.args.process_index, "batches": batches,
-            "trainable_sha256": None if sharded else trainable_digest(trainer.model)}  # fmt: skip
+    weights = None if is_sharded(trainer) else trainable_digest(trainer.model)
+    mine = {"rank": trainer.args.process_index, "batches": batches, "trainable_sha256": weights}
     return {"world_size": trainer.args.world_size,
-            "distributed_type": str(trainer.accelerator.distributed_type.value),
+            "distributed_type": trainer.accelerator.distributed_type.value,
             "ranks": sorted(gather_object([mine]), key=lambda r: r["rank"])}  # fmt: skip
 
 
