@@ -143,7 +143,7 @@ def train(work: Path, name: str, data: Path, n: int, args: argparse.Namespace) -
 
     common = dict(max_length=args.max_length, max_pairs=n)
     tag = f"-e{args.sft_epochs:g}"  # model folders say their data and epochs: runs coexist
-    label = "ours" if name == f"ours-k{args.respond_candidates}" else name  # ours-k1: ablation
+    label = label_of(name, args.respond_candidates)
     name = f"{name}-n{n}"
     steps = AlignConfig()
     sft_step = replace(steps.sft, batch_size=8, epochs=args.sft_epochs, **common)
@@ -178,6 +178,12 @@ def evaluate(spec: str, sets: dict[str, list], args: argparse.Namespace) -> dict
     out["refusal_harmful"] = rate(refused_all, 1000)
     out.setdefault("_flags", {})["refusal_harmful"] = refused_all
     return out
+
+
+def label_of(name: str, k: int) -> str:
+    """The models' name prefix for data set `name`: `ours` for the run with the chosen
+    number of candidates, the data set's own name otherwise (ours-k1: the ablation)."""
+    return "ours" if name == f"ours-k{k}" else name
 
 
 def paired(results: dict[str, Any], a: str, b: str) -> dict[str, Any]:
@@ -272,6 +278,10 @@ def main() -> None:
     base = results["base"]
     comparisons = {f"{name} - base": paired(results, "base", name)
                    for name in results if name != "base"}  # fmt: skip
+    for name in data:  # what DPO adds to SFT, per data set
+        sft, dpo = (f"{label_of(name, k)}-{step}" for step in ("sft", "dpo"))
+        if sft in results and dpo in results:
+            comparisons[f"{dpo} - {sft}"] = paired(results, sft, dpo)
     if "hh-dpo" in results and "ours-dpo" in results:
         comparisons["ours-dpo - hh-dpo"] = paired(results, "hh-dpo", "ours-dpo")
     if "ours-dpo" in results and "ours-k1-dpo" in results:
