@@ -1,20 +1,30 @@
-"""Requests in flight against a slow endpoint: the induce stage (prompted: one request per
-text) over N synthetic texts, the expert an OpenAI-protocol server on 127.0.0.1 that
-answers every request after L seconds (the tests' fault server, behaviour "slow"), with
-`max_concurrency` C. The limit is C / L requests per second. Two runners in the same run:
+"""Requests in flight and memory of the whole data pipeline against a slow endpoint.
 
-- `chunk16`: records handed to the stage 16 at a time (the runner before, whatever C);
-- `chunk_for`: the runner now (8 records per request slot of the role: 8 x C).
+N synthetic texts through sources -> induce (prompted) -> filter -> respond -> judge ->
+assemble, every role on an OpenAI-protocol server on 127.0.0.1 that answers every request
+the stages send (valid verdict JSON, log-probs) after L seconds (the tests' fault server,
+in this process), with `max_concurrency` C. The pipeline runs in a child process (its
+own peak RSS); requests are counted at the server. The limit is C / L requests/s.
+Runners compared in the same run:
 
-Each with a fresh call cache, so every request reaches the server (its own count).
+- `streamed`: the runner now (every stage at once, records flowing on);
+- `serial16`: one chunk of 16 records at a time, stage after stage (the runner the
+  scale issue measured);
+- `serial8c`: one chunk of 8 x C records at a time, stage after stage (the runner before
+  streaming).
 
-    python benchmarks/throughput.py --n 2000 --concurrency 64 --latency 0.5 > throughput.json
+Each with a fresh call cache, so every request reaches the server.
+
+    python benchmarks/throughput.py --n 10000 --concurrency 64 --latency 0.5 > tp.json
+    python benchmarks/throughput.py --memory 1000,100000 --latency 0 > mem.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,60 +36,97 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fault_server import FaultServer  # noqa: E402
 from machine import machine_info  # noqa: E402
 
+FLOWS = {"streamed": "Flow()", "serial16": "Flow(serial=True, chunk=16)",
+         "serial8c": "Flow(serial=True, chunk=8 * {c})"}  # fmt: skip
+
+CHILD = """
+import json, resource, sys, time
+from saferinstruct.threads import choose
+choose()
+from saferinstruct import api
+from saferinstruct.runner import Flow
+cfg = api.load_config({config!r}, {overrides!r})
+api.use_input(cfg, {texts!r})
+start = time.perf_counter()
+summary = api.run(cfg, {out!r}, flow={flow})
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "pairs": sum(summary["dataset"].values()),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
 
 def texts_csv(folder: Path, n: int) -> Path:
+    """N distinct texts in two categories (ids t0.., streamed to the file)."""
     path = folder / "texts.csv"
-    rows = [f"t{i},{('hate', 'self-harm')[i % 2]},Synthetic text number {i} about the weather."
-            for i in range(n)]  # fmt: skip
-    path.write_text("id,category,text\n" + "\n".join(rows) + "\n")
+    with path.open("w") as f:
+        f.write("id,category,text\n")
+        for i in range(n):
+            f.write(f"t{i},{('hate', 'self-harm')[i % 2]},Synthetic text number {i} about "
+                    f"the weather in town {i % 97} on day {i % 31}.\n")  # fmt: skip
     return path
 
 
-def one(runner: str, n: int, concurrency: int, latency: float) -> dict[str, float]:
-    from saferinstruct import api
-    from saferinstruct import runner as runner_module
-    from saferinstruct.config import load_config
-
-    with tempfile.TemporaryDirectory() as tmp, FaultServer(default="slow", slow_s=latency) as srv:
-        cfg = load_config(ROOT / "configs/quickstart.yaml", overrides=[
-            f"cache={tmp}/calls.sqlite", "induce.mode=prompted", "expert.backend=openai",
-            "expert.model=fault-model", f"expert.base_url={srv.url}",
-            f"expert.max_concurrency={concurrency}",
-            f"expert.timeout_s={60 + latency}"])  # fmt: skip
-        api.use_input(cfg, texts_csv(Path(tmp), n))
-        records = api.read_sources(cfg, limit=n)
-        chosen = runner_module.chunk_for
-        if runner == "chunk16":
-            runner_module.chunk_for = lambda backends: 16
-        try:
-            start = time.perf_counter()
-            api.induce(records, cfg, Path(tmp) / "run")
-            seconds = time.perf_counter() - start
-        finally:
-            runner_module.chunk_for = chosen
-        sent = srv.counts["total"]
-    limit = concurrency / latency
-    return {"requests": sent, "seconds": round(seconds, 2), "req_per_s": round(sent / seconds, 2),
-            "over_limit": round(sent / seconds / limit, 3)}  # fmt: skip
+def one(flow: str, n: int, concurrency: int, latency: float) -> dict[str, float]:
+    """One pipeline run in a child process; its figures and the server's count."""
+    behaviour = "slow" if latency > 0 else "ok"
+    with tempfile.TemporaryDirectory() as tmp, FaultServer(default=behaviour,
+                                                           slow_s=latency) as srv:  # fmt: skip
+        overrides = [f"cache={tmp}/calls.sqlite", "induce.mode=prompted",
+                     "expert.backend=openai", "expert.model=fault-model",
+                     f"expert.base_url={srv.url}", f"expert.max_concurrency={concurrency}",
+                     f"expert.timeout_s={60 + latency}", "source.limit=null",
+                     "filter.verdict.mode=json", "judge.verdict.mode=json",
+                     "judge.chosen_must_decline=false",
+                     "success.min_pair_share=0"]  # fmt: skip
+        code = CHILD.format(config=str(ROOT / "configs/quickstart.yaml"), overrides=overrides,
+                            texts=str(texts_csv(Path(tmp), n)), out=f"{tmp}/run",
+                            flow=FLOWS[flow].format(c=concurrency))  # fmt: skip
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env, check=False)  # fmt: skip
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"{flow}: the run failed ({done.returncode}): {done.stderr[-2000:]}")
+        child = json.loads(done.stdout.strip().splitlines()[-1])
+        sent, peak = srv.counts["total"], srv.peak_in_flight
+    out = {"texts": n, "requests": sent, "seconds": round(child["seconds"], 2),
+           "wall_s": round(wall, 1), "req_per_s": round(sent / child["seconds"], 2),
+           "peak_in_flight": peak, "pairs": child["pairs"],
+           "peak_rss_mb": round(child["peak_rss_mb"], 1)}  # fmt: skip
+    if latency > 0:
+        out["over_limit"] = round(sent / child["seconds"] / (concurrency / latency), 3)
+    print(f"{flow}: {json.dumps(out)}", file=sys.stderr)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--latency", type=float, default=0.5)
+    ap.add_argument("--flows", default="streamed,serial16,serial8c")
+    ap.add_argument("--memory", default=None,
+                    help="comma-separated text counts: peak RSS of the streamed runner at each")
     args = ap.parse_args()
-    from saferinstruct.threads import choose
-
-    choose()
-    results = {r: one(r, args.n, args.concurrency, args.latency) for r in ("chunk16", "chunk_for")}
-    print(json.dumps({
-        "benchmark": "throughput", "machine": machine_info(), "texts": args.n,
-        "concurrency": args.concurrency, "latency_s": args.latency,
-        "limit_req_per_s": args.concurrency / args.latency, "results": results,
-        "ratio_chunk_for_over_chunk16": round(
-            results["chunk_for"]["req_per_s"] / results["chunk16"]["req_per_s"], 2),
-    }))  # fmt: skip
+    report = {"benchmark": "throughput", "machine": machine_info(), "date": time.strftime(
+        "%Y-%m-%dT%H:%MZ", time.gmtime()), "concurrency": args.concurrency,
+        "latency_s": args.latency}  # fmt: skip
+    if args.memory:
+        sizes = [int(x) for x in args.memory.split(",")]
+        runs = {n: one("streamed", n, args.concurrency, args.latency) for n in sizes}
+        report["memory"] = runs
+        report["rss_ratio_largest_over_smallest"] = round(
+            runs[sizes[-1]]["peak_rss_mb"] / runs[sizes[0]]["peak_rss_mb"], 3)
+    else:
+        flows = args.flows.split(",")
+        results = {f: one(f, args.n, args.concurrency, args.latency) for f in flows}
+        report.update(texts=args.n, limit_req_per_s=args.concurrency / args.latency,
+                      results=results)  # fmt: skip
+        for f in flows[1:]:
+            report[f"ratio_streamed_over_{f}"] = round(
+                results["streamed"]["req_per_s"] / results[f]["req_per_s"], 2)
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

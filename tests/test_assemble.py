@@ -17,7 +17,7 @@ from saferinstruct.config import AssembleConfig
 from saferinstruct.funnel import funnel
 from saferinstruct.io import read_jsonl, write_jsonl_atomic
 from saferinstruct.measures.text import normalise
-from saferinstruct.pipeline.assemble import assemble, assign_splits
+from saferinstruct.pipeline.assemble import assemble, assign_splits, split_score
 from saferinstruct.records import add_verdict, new_record, reason_key
 from saferinstruct.rundir import RunDir
 
@@ -39,7 +39,7 @@ TOPICS = [
 
 def assemble_into(run_dir: Path, records: list[dict], cfg: AssembleConfig, info: dict) -> dict:
     """Assemble and write the files, as `api.assemble` does (without funnel and report)."""
-    return write_dataset(RunDir(run_dir), assemble(records, cfg), info)
+    return write_dataset(RunDir(run_dir), lambda: records, cfg, info)
 
 
 def stage_path(run_dir: Path, name: str) -> Path:
@@ -128,18 +128,22 @@ def test_rows_are_trl_conversational_preference(assembled):
         assert normalise(row["chosen"][0]["content"]) != normalise(row["rejected"][0]["content"])
 
 
+def splits_of(texts: list[str], test_fraction: float, seed: int) -> dict[str, str]:
+    return assign_splits({t: split_score(t, seed) for t in texts}, test_fraction)
+
+
 def test_split_is_by_source_text_and_stable():
     texts = [f"source text {i}" for i in range(1000)]
-    splits = assign_splits(texts, 0.1, seed=0)
+    splits = splits_of(texts, 0.1, seed=0)
     share = sum(v == "test" for v in splits.values()) / len(splits)
     assert 0.07 <= share <= 0.13
-    assert assign_splits(texts, 0.1, seed=0) == splits
-    assert assign_splits(texts, 0.1, seed=1) != splits
-    again = assign_splits(["  SOURCE   text 5 "], 0.1, seed=0)
-    assert again[normalise("source text 5")] == splits[normalise("source text 5")]
-    two = assign_splits(["a", "b"], 0.1, seed=0)
+    assert splits_of(texts, 0.1, seed=0) == splits
+    assert splits_of(texts, 0.1, seed=1) != splits
+    again = splits_of(["  SOURCE   text 5 "], 0.1, seed=0)
+    assert again["  SOURCE   text 5 "] == splits["source text 5"]
+    two = splits_of(["a", "b"], 0.1, seed=0)
     assert sorted(two.values()) == ["test", "train"]
-    assert set(assign_splits(["a", "b"], 0.0, seed=0).values()) == {"train"}
+    assert set(splits_of(["a", "b"], 0.0, seed=0).values()) == {"train"}
 
 
 def test_same_text_in_two_records_never_straddles(tmp_path):
@@ -255,3 +259,33 @@ def test_dpo_trainer_accepts_the_dataset(tmp_path):
     result = trainer.train()
     assert result.global_step == 1
     assert Path(train).stat().st_size > 0
+
+
+def test_in_memory_assemble_equals_the_streamed_files(tmp_path):
+    """`assemble` (a list in memory) and the recipe's two passes over a file agree."""
+    import copy
+
+    records = tricky_records()
+    done = assemble(copy.deepcopy(records), AssembleConfig(test_fraction=0.25, seed=3))
+    assemble_into(tmp_path, records, AssembleConfig(test_fraction=0.25, seed=3), {})
+    assert done.records == list(read_jsonl(stage_path(tmp_path, "assemble")))
+    for split in ("train", "test"):
+        assert done.splits[split] == list(read_jsonl(tmp_path / "dataset" / f"{split}.jsonl"))
+
+
+def test_near_duplicates_are_the_same_whatever_the_block_size(monkeypatch):
+    """The near-duplicate search goes a block at a time; a twin in an earlier block and a
+    twin in the same block are both found, and the block size changes nothing."""
+    import copy
+
+    from saferinstruct.pipeline import assemble as module
+
+    records = tricky_records()
+    records.insert(3, pair("near-early", "Text early.", records[1]["instruction"] + "!!", "Ok."))
+    whole = assemble(copy.deepcopy(records), AssembleConfig())
+    monkeypatch.setattr(module, "BLOCK", 2)
+    blocks = assemble(copy.deepcopy(records), AssembleConfig())
+    reasons = [(r["id"], r.get("drop_reason")) for r in whole.records]
+    assert reasons == [(r["id"], r.get("drop_reason")) for r in blocks.records]
+    assert dict(reasons)["near-early"] == "assemble: near-duplicate instruction of r1"
+    assert dict(reasons)["near"] == "assemble: near-duplicate instruction of r0"

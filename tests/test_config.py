@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from conftest import ROOT
 from saferinstruct.config import field_docs, load_config
 from saferinstruct.errors import BadInput
 
@@ -141,3 +142,17 @@ def test_cli_missing_config_file_exits_2(tmp_path):
     )
     assert proc.returncode == 2
     assert "nope.yaml" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_how_models_are_reached_does_not_change_the_run_hash():
+    """Concurrency or retries of any model config (a role, or reverse_train.base_model)
+    leave a run directory's config hash alone; a setting that changes results does not."""
+    from saferinstruct.config import config_hash
+
+    base = load_config(ROOT / "configs/quickstart.yaml")
+    reached = load_config(ROOT / "configs/quickstart.yaml", ["expert.max_concurrency=2"])
+    reached.reverse_train.base_model.max_concurrency = 3
+    reached.reverse_train.base_model.max_retries = 9
+    changed = load_config(ROOT / "configs/quickstart.yaml", ["filter.verdict.threshold=0.5"])
+    assert config_hash(base) == config_hash(reached)
+    assert config_hash(base) != config_hash(changed)

@@ -37,7 +37,8 @@ POINTS = {
     "report-plots": "report_files/funnel.png",
     "report": "report.json",
 }
-"""Kill as soon as this file appears (the run has gone at least that far)."""
+"""Kill as soon as the run has gone this far (`reached`: the file is there, and a stage
+file is whole)."""
 CI_POINTS = ["judge", "dataset", "report-plots"]
 MODEL_STAGES = {"sources", "induce", "filter", "respond"}
 """Kill points after which model calls still follow: one may be in flight at the kill."""
@@ -48,6 +49,16 @@ def start(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "OPENAI_API_KEY": KEY}
     return subprocess.Popen([sys.executable, "-m", "saferinstruct", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def reached(out: Path, point: str, expected: dict[str, str]) -> bool:
+    """The run has gone this far: the file exists and, for a stage file (they grow while
+    the stages stream), holds all its lines."""
+    target = out / POINTS[point]
+    if not target.exists():
+        return False
+    want = expected.get(POINTS[point])
+    return want is None or target.read_text().count("\n") >= want.count("\n")
 
 
 def outputs(out: Path) -> dict[str, str]:
@@ -77,9 +88,8 @@ def test_kill_then_rerun(tmp_path, reference, point):
     with FaultServer() as srv:
         args = run_args(out, cache, srv.url)
         proc = start(args)
-        target = out / POINTS[point]
         deadline = time.monotonic() + 600
-        while not target.exists() and proc.poll() is None:
+        while not reached(out, point, expected) and proc.poll() is None:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)

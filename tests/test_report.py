@@ -51,7 +51,7 @@ def build_run(run_dir, with_scores: bool = True) -> list[dict]:
     write_jsonl_atomic(stage_path(run_dir, "respond"), records)
     _verdicts(records, "judge", [0.7, 0.6, None, 0.3, 0.9, 0.8], with_scores)
     write_jsonl_atomic(stage_path(run_dir, "judge"), records)
-    api.assemble(records, RunConfig(assemble=AssembleConfig(test_fraction=0.3)), run_dir)
+    api.assemble(lambda: records, RunConfig(assemble=AssembleConfig(test_fraction=0.3)), run_dir)
     return records
 
 

@@ -121,7 +121,8 @@ def test_killed_run_resumes_to_the_same_dataset(finished, tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=os.environ)  # fmt: skip
     deadline = time.monotonic() + 600
-    while not (resumed / "stages" / "02-filter.jsonl").exists():
+    filtered = resumed / "stages" / "02-filter.jsonl"  # grows as records pass the filter
+    while not (filtered.exists() and filtered.read_text().count("\n") >= 1):
         assert proc.poll() is None, "run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.2)

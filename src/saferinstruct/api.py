@@ -13,12 +13,13 @@ is in the components (`pipeline/`, `train/`, `evaluate/`, `report/`).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ import yaml
 
 from . import __version__, outcome
 from .config import (
+    AssembleConfig,
     ModelConfig,
     RunConfig,
     ShippedAnswers,
@@ -39,14 +41,15 @@ from .config import (
 )
 from .errors import BadInput
 from .io import read_jsonl
-from .llm.factory import Backends, resolve_roles
+from .llm.cache import CachedBackend
+from .llm.factory import Backends, Roles, resolve_roles
 from .paths import cache_root, default_call_cache
 from .pipeline.induce import check_backends
 from .pipeline.induce import induce as induce_stage
 from .pipeline.sources import load_sources
-from .records import Record
+from .records import Record, is_kept
 from .rundir import SPLITS, RunDir, dataset_file, ref_logps_dir, stage_number
-from .runner import StageResult, run_stage
+from .runner import Flow, StageResult, Step, run_stage, stream
 
 if TYPE_CHECKING:
     from .evaluate.compare import CompareConfig
@@ -202,26 +205,26 @@ def stage_command(stage: str, cfg: RunConfig, run_dir: str | Path,
         if run_.incomplete():
             log.warning("%s: the last run here did not finish; %s reads the files as they are",
                         run_.root, stage)  # fmt: skip
-        records = stage_input(stage, run_.root, input)
+        path = stage_file(stage, run_.root, input)
         run_.mark("running")
         if stage == "assemble":
-            result = assemble(records, cfg, run_.root)["assemble"]
+            result = assemble(lambda: read_jsonl(path), cfg, run_.root)["assemble"]
             run_.finish()
             return result
         step = {"filter": filter, "respond": respond, "judge": judge}[stage]
-        return step(records, cfg, run_.root).summary()
+        return step(list(read_jsonl(path)), cfg, run_.root).summary()
 
 
-def stage_input(stage: str, run_dir: str | Path, input: Path | None = None) -> list[Record]:
-    """The records a stage command reads: `input`, else the run directory's previous
-    stage file."""
+def stage_file(stage: str, run_dir: str | Path, input: Path | None = None) -> Path:
+    """The file a stage command reads: `input`, else the run directory's previous stage
+    file."""
     if input is None:
         input = RunDir(run_dir).previous_stage(stage)
         if not input.exists():
             raise BadInput(f"{stage}: no --input and no previous stage file {input}")
     if not input.exists():
         raise BadInput(f"--input: file not found: {input}")
-    return list(read_jsonl(input))
+    return input
 
 
 def induce(records: list[Record], cfg: RunConfig, run_dir: str | Path,
@@ -235,59 +238,67 @@ def induce(records: list[Record], cfg: RunConfig, run_dir: str | Path,
         )
     roles = resolve_roles(cfg, pool or Backends(cfg.cache))
     check_backends(cfg.induce, roles.induce, roles.forward)
-    return run_stage(
+    return stream(records, [induce_step(cfg, roles)], RunDir(run_dir), total=len(records))[0]
+
+
+def induce_step(cfg: RunConfig, roles: Roles) -> Step:
+    """Stage 01 as a runner step."""
+    return Step(
         "induce",
-        records,
         lambda chunk: induce_stage(chunk, roles.induce, cfg.induce, roles.forward),
-        RunDir(run_dir),
-        total=len(records),
-        backends=[b for b in (roles.induce, roles.forward) if b is not None],
+        [b for b in (roles.induce, roles.forward) if b is not None],
     )
 
 
-def _expert_stage(name: str, stage: Callable, section: Any, records: list[Record],
-                  cfg: RunConfig, run_dir: str | Path,
+def expert_step(name: str, cfg: RunConfig, expert: CachedBackend) -> Step:
+    """Stage 02, 03 or 04 (filter, respond, judge) as a runner step."""
+    from .pipeline.filter import filter_records
+    from .pipeline.judge import judge_records
+    from .pipeline.respond import respond as respond_records
+
+    stage, section = {
+        "filter": (filter_records, cfg.filter),
+        "respond": (respond_records, cfg.respond),
+        "judge": (judge_records, cfg.judge),
+    }[name]
+    return Step(name, lambda chunk: stage(chunk, expert, section, cfg.domain), [expert])
+
+
+def _expert_stage(name: str, records: list[Record], cfg: RunConfig, run_dir: str | Path,
                   pool: Backends | None) -> StageResult:  # fmt: skip
-    """Run an expert stage `stage(chunk, expert, section, domain)` over `records`."""
+    """Run one expert stage over `records`."""
     expert = (pool or Backends(cfg.cache)).get(cfg.expert)
-    return run_stage(
-        name,
-        records,
-        lambda chunk: stage(chunk, expert, section, cfg.domain),
-        RunDir(run_dir),
-        total=len(records),
-        backends=[expert],
-    )
+    step = expert_step(name, cfg, expert)
+    return stream(records, [step], RunDir(run_dir), total=len(records))[0]
 
 
 def filter(records: list[Record], cfg: RunConfig, run_dir: str | Path,
            pool: Backends | None = None) -> StageResult:  # fmt: skip
     """Stage 02: the expert keeps instructions that would elicit the category's behaviour."""
-    from .pipeline.filter import check_filter, filter_records
+    from .pipeline.filter import check_filter
 
     pool = pool or Backends(cfg.cache)
     check_filter(records, pool.get(cfg.expert), cfg.filter, cfg.domain)
-    return _expert_stage("filter", filter_records, cfg.filter, records, cfg, run_dir, pool)
+    return _expert_stage("filter", records, cfg, run_dir, pool)
 
 
 def respond(records: list[Record], cfg: RunConfig, run_dir: str | Path,
             pool: Backends | None = None) -> StageResult:  # fmt: skip
     """Stage 03: the expert writes the preferred response (`chosen`)."""
     from .pipeline.respond import check_respond
-    from .pipeline.respond import respond as respond_records
 
     check_respond(cfg.respond)
-    return _expert_stage("respond", respond_records, cfg.respond, records, cfg, run_dir, pool)
+    return _expert_stage("respond", records, cfg, run_dir, pool)
 
 
 def judge(records: list[Record], cfg: RunConfig, run_dir: str | Path,
           pool: Backends | None = None) -> StageResult:  # fmt: skip
     """Stage 04: the expert checks every finished pair; failures are dropped with reasons."""
-    from .pipeline.judge import check_judge, judge_records
+    from .pipeline.judge import check_judge
 
     pool = pool or Backends(cfg.cache)
     check_judge(records, pool.get(cfg.expert), cfg.judge, cfg.domain)
-    return _expert_stage("judge", judge_records, cfg.judge, records, cfg, run_dir, pool)
+    return _expert_stage("judge", records, cfg, run_dir, pool)
 
 
 def audit(
@@ -310,14 +321,15 @@ def audit(
     return {**audit_summary(records), "file": str(out), "model_calls": expert.stats.misses}
 
 
-def assemble(records: list[Record], cfg: RunConfig, run_dir: str | Path,
+def assemble(read: Callable[[], Iterable[Record]], cfg: RunConfig, run_dir: str | Path,
              models: dict[str, str] | None = None,
              calls: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Stage 05: dedup and split; writes the stage file, the dataset and its card, the
-    funnel (computed here, once; with `calls`, each stage's model calls, cache hits,
-    failures, HTTP attempts and tokens beside its counts) and the data report."""
+    """Stage 05: dedup and split over the records `read()` gives (called twice: two
+    streaming passes); writes the stage file, the dataset and its card, the funnel
+    (computed here, once; with `calls`, each stage's model calls, cache hits, failures,
+    HTTP attempts and tokens beside its counts) and the data report. Returns the counts,
+    the funnel and the problem the run should report (`outcome.check`), if any."""
     from .funnel import funnel
-    from .pipeline.assemble import assemble as assemble_records
     from .report.data import write_data_report
 
     run = RunDir(run_dir)
@@ -330,34 +342,36 @@ def assemble(records: list[Record], cfg: RunConfig, run_dir: str | Path,
     if cfg.domain.name != "safety":
         info["terms"] = "See the licence or terms of the source texts named above."
         info["intended_use"] = f"Preference-tuning research in the {cfg.domain.name} domain."
-    done = assemble_records(records, cfg.assemble)
-    records = done.records
-    summary = write_dataset(run, done, info)
+    summary = write_dataset(run, read, cfg.assemble, info)
     fun = funnel(run.stage_files())
     if calls:
         fun["calls"] = calls
     run.write_json(run.funnel, fun)
     write_data_report(run)
-    return {"assemble": summary, "funnel": fun, "records": records}
+    problem = outcome.check(cfg.success, read_jsonl(run.stage("assemble")), fun, cfg)
+    return {"assemble": summary, "funnel": fun, "problem": problem}
 
 
-def write_dataset(run: RunDir, done: Any, info: dict[str, Any]) -> dict[str, Any]:
-    """Write what assembly produced (`pipeline.assemble.Assembled`): the assemble stage
-    file, the dataset splits and the card (`info` feeds it); returns the counts with the
-    files written."""
-    from .pipeline.assemble import dataset_card
+def write_dataset(run: RunDir, read: Callable[[], Iterable[Record]], cfg: AssembleConfig,
+                  info: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Assemble in two passes over `read()` (`pipeline.assemble`: decide, then settle) and
+    write the assemble stage file, the dataset splits and the card (`info` feeds it);
+    returns the counts with the files written."""
+    from .pipeline.assemble import dataset_card, decide, settle, split_rows, tally
 
+    decisions = decide(read(), cfg)
     stage_file = run.stage("assemble")
-    run.write_jsonl(stage_file, done.records)
+    run.write_jsonl(stage_file, (settle(r, decisions) for r in read()))
+    summary = tally(read_jsonl(stage_file), decisions.n_in)
     for split in SPLITS:  # an empty split is not written (datasets cannot load it)
-        if done.splits[split]:
-            run.write_jsonl(run.split(split), done.splits[split])
+        if summary[split]:
+            run.write_jsonl(run.split(split), split_rows(read_jsonl(stage_file), split))
         else:
             run.split(split).unlink(missing_ok=True)
     card_info = {"stage_file": os.path.relpath(stage_file, run.dataset), **info}
-    run.write(run.card, dataset_card(done.summary, card_info))
+    run.write(run.card, dataset_card(summary, card_info))
     files = {"stage": stage_file, **{s: run.split(s) for s in SPLITS}, "card": run.card}
-    return {**done.summary, "files": {k: str(v) for k, v in files.items()}}
+    return {**summary, "files": {k: str(v) for k, v in files.items()}}
 
 
 def merge(shard_dirs: list[Path], cfg: RunConfig, run_dir: str | Path,
@@ -376,18 +390,25 @@ def merge(shard_dirs: list[Path], cfg: RunConfig, run_dir: str | Path,
     with run_.lock():
         run_.begin(config_hash(cfg, None) + "-merge", force)
         write_resolved_config(cfg, run_, {"merged_from": ", ".join(str(d.root) for d in shards)})
-        records: list[Record] = []
         for stage in ("sources", "induce", "filter", "respond", "judge"):
             files = [d.stage(stage) for d in shards if d.stage(stage).exists()]
-            parts = [r for f in files for r in read_jsonl(f)]
-            ids = [r["id"] for r in parts]
-            if len(set(ids)) != len(ids):
-                raise BadInput(f"--merge: the shards share records (ids in two shards at {stage})")
-            records = sorted(parts, key=lambda r: r.get("source_index", 0))
-            run_.write_jsonl(run_.stage(stage), records)
-        result = assemble(records, cfg, run_.root)["assemble"]
+            run_.write_jsonl(run_.stage(stage), merged(files, stage))
+        judged = run_.stage("judge")
+        result = assemble(lambda: read_jsonl(judged), cfg, run_.root)["assemble"]
         run_.finish()
     return result
+
+
+def merged(files: list[Path], stage: str) -> Iterator[Record]:
+    """The records of shard stage files (each in source order) in source order, streamed;
+    BadInput when two shards hold the same record."""
+    seen: set[str] = set()
+    parts = [read_jsonl(f) for f in files]
+    for record in heapq.merge(*parts, key=lambda r: r.get("source_index", 0)):
+        if record["id"] in seen:
+            raise BadInput(f"--merge: the shards share records (ids in two shards at {stage})")
+        seen.add(record["id"])
+        yield record
 
 
 def check_run(cfg: RunConfig, sources: list[Record], pool: Backends) -> None:
@@ -405,24 +426,26 @@ def check_run(cfg: RunConfig, sources: list[Record], pool: Backends) -> None:
 
 
 def run(cfg: RunConfig, run_dir: str | Path, limit: int | None = None,
-        force: bool = False) -> dict[str, Any]:  # fmt: skip
+        force: bool = False, flow: Flow | None = None) -> dict[str, Any]:  # fmt: skip
     """The whole data pipeline; returns the summary (the funnel is in DIR/funnel.json).
 
-    reverse-train (skipped when a reverse model is configured or cached) -> 01 induce ->
-    02 filter -> 03 respond -> 04 judge -> 05 assemble. Each model role is built once and
-    shared by the stages. Resumable: every model call is cached, so a restarted run
-    recomputes finished work from the cache without loading a model. One process writes
-    a run directory at a time; a directory made with another config is refused unless
-    `force` (which clears its old outputs). Raises `RunFailed` (after writing every file)
-    when records were lost to failed requests or too few pairs came out.
+    reverse-train (skipped when a reverse model is configured or cached), then 00 sources
+    -> 01 induce -> 02 filter -> 03 respond -> 04 judge streamed (every stage at once, a
+    record going on as soon as it is done; `flow` can make it serial), then 05 assemble.
+    Each model role is built once and shared by the stages. Resumable: every model call
+    is cached, so a restarted run recomputes finished work from the cache without
+    loading a model. One process writes a run directory at a time; a directory made
+    with another config is refused unless `force` (which clears its old outputs). Raises
+    `RunFailed` (after writing every file) when records were lost to failed requests or
+    too few pairs came out.
     """
     run_ = RunDir(run_dir)
-    sources = read_sources(cfg, limit)
+    n_sources, outline = source_outline(cfg, limit)
     pool = Backends(cfg.cache)
-    check_run(cfg, sources, pool)
+    check_run(cfg, outline, pool)
     with run_.lock():
         run_.begin(config_hash(cfg, limit), force)
-        summary, problem = _run_locked(cfg, run_, sources, pool)
+        summary, problem = _run_locked(cfg, run_, n_sources, limit, pool, flow)
         run_.finish()
     if problem is not None:
         problem.summary = summary  # type: ignore[attr-defined]
@@ -430,38 +453,48 @@ def run(cfg: RunConfig, run_dir: str | Path, limit: int | None = None,
     return summary
 
 
-def _run_locked(cfg: RunConfig, run_: RunDir, sources: list[Record],
-                pool: Backends) -> tuple[dict[str, Any], Any]:  # fmt: skip
-    """The stages, in order, in a locked run directory; returns (summary, problem)."""
+def source_outline(cfg: RunConfig, limit: int | None) -> tuple[int, list[Record]]:
+    """One streaming pass over the sources: how many, and the first usable record of each
+    category (all the checks before the first model call need)."""
+    n, first = 0, {}
+    for record in load_sources(cfg.source, limit):
+        n += 1
+        if is_kept(record):
+            first.setdefault(str(record.get("category")), record)
+    return n, list(first.values())
+
+
+def _run_locked(cfg: RunConfig, run_: RunDir, n_sources: int, limit: int | None,
+                pool: Backends, flow: Flow | None) -> tuple[dict[str, Any], Any]:  # fmt: skip
+    """The stages in a locked run directory; returns (summary, problem)."""
     started = time.time()
     reverse_info = ensure_reverse_model(cfg)
     roles = resolve_roles(cfg, pool)
     models = {"induce": roles.induce.identity(), "expert": roles.expert.identity()}
     write_resolved_config(cfg, run_, models)
-    run_.write_jsonl(run_.stage("sources"), sources)
-    steps = [("induce", induce), ("filter", filter), ("respond", respond), ("judge", judge)]
-    records, results = sources, []
+    experts = [expert_step(name, cfg, roles.expert) for name in ("filter", "respond", "judge")]
+    steps = [Step("sources", None), induce_step(cfg, roles), *experts]
+    log.info("run: stages 00-04 (sources, induce, filter, respond, judge) streaming over "
+             "%d texts", n_sources)  # fmt: skip
+    results = stream(load_sources(cfg.source, limit), steps, run_, total=n_sources, flow=flow)
+    results = results[1:]  # sources: no model calls
     last = stage_number("assemble")
-    for name, step in steps:
-        log.info("run: stage %02d/%02d %s", stage_number(name), last, name)
-        result = step(records, cfg, run_.root, pool)
-        results.append(result)
-        records = result.records
     log.info("run: stage %02d/%02d assemble", last, last)
-    assembled = assemble(records, cfg, run_.root, models, {r.name: r.calls for r in results})
+    judged = run_.stage("judge")
+    calls = {r.name: r.calls for r in results}
+    assembled = assemble(lambda: read_jsonl(judged), cfg, run_.root, models, calls)
     summary = {
         "run_dir": str(run_.root),
-        "sources": len(sources),
+        "sources": n_sources,
         "stages": [reverse_info] + [r.summary() for r in results],
         "dataset": {k: assembled["assemble"].get(k) for k in SPLITS},
         "seconds": round(time.time() - started, 1),
         **call_totals(results),
     }
-    final = assembled["records"]
     log.info("done: %d pairs (%d train, %d test) in %s", sum(summary["dataset"].values()),
              summary["dataset"]["train"], summary["dataset"]["test"], run_.dataset)  # fmt: skip
     log.info("report: %s", run_.report_html)
-    return summary, outcome.check(cfg.success, final, assembled["funnel"], cfg)
+    return summary, assembled["problem"]
 
 
 def call_totals(results: list[StageResult]) -> dict[str, int]:

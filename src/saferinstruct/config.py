@@ -75,7 +75,9 @@ class ModelConfig:
     dtype: str = field(
         default="auto", metadata=_doc("local: 'auto' (bf16 on GPUs that have it, else fp32)")
     )
-    max_concurrency: int = field(default=8, metadata=_doc("openai: requests in flight"))
+    max_concurrency: int = field(
+        default=64, metadata=_doc("openai: requests in flight, over all stages and replicas")
+    )
     max_retries: int = field(default=4, metadata=_doc("openai: retries per request"))
     timeout_s: float = field(default=120.0, metadata=_doc("openai: seconds per request"))
     max_failures_in_row: int = field(
@@ -693,7 +695,8 @@ def _existing(base: Path, value: str, where: str, key: str) -> str:
     p = Path(value).expanduser()
     p = p if p.is_absolute() else (base / p)
     if not p.exists():
-        raise BadInput(f"{where}: {key}: file not found: {p}")
+        shown = str(p) if str(p).isprintable() else repr(str(p))
+        raise BadInput(f"{where}: {key}: file not found: {shown}")
     return str(p.resolve())
 
 
@@ -712,12 +715,19 @@ def config_hash(cfg: RunConfig, limit: int | None = None) -> str:
     but not where the cache is, how models are reached (`TRANSPORT`: an endpoint's address,
     retries, concurrency; the model behind it is in the cache identity) nor what counts as
     success."""
-    doc = {k: v for k, v in to_dict(cfg).items() if k not in ("cache", "success")}
-    for role in ("reverse_model", "expert", "forward"):
-        if isinstance(doc.get(role), dict):
-            doc[role] = {k: v for k, v in doc[role].items() if k not in TRANSPORT}
+    doc = _without_transport({k: v for k, v in to_dict(cfg).items()
+                              if k not in ("cache", "success")})  # fmt: skip
     blob = json.dumps({"config": doc, "limit": limit}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _without_transport(doc: Any) -> Any:
+    """`doc` with the TRANSPORT keys of every model config in it (roles, and models inside
+    sections such as reverse_train.base_model) left out."""
+    if not isinstance(doc, dict):
+        return doc
+    is_model = "backend" in doc and "max_concurrency" in doc
+    return {k: _without_transport(v) for k, v in doc.items() if not (is_model and k in TRANSPORT)}
 
 
 def load_run_config(path: Path) -> RunConfig:

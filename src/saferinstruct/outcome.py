@@ -11,6 +11,7 @@ funnel and the report still show what happened.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from .config import RunConfig, SuccessConfig
@@ -40,7 +41,7 @@ SETTINGS = {
 """(stage, grouped drop reason) -> the config key that decides it."""
 
 
-def lost_to_failures(records: list[Record]) -> Counter[str]:
+def lost_to_failures(records: Iterable[Record]) -> Counter[str]:
     """Per stage, the records dropped because a model request failed (after retries)."""
     return Counter(
         dropped_at(r) or "?" for r in records if not is_kept(r) and FAILED in str(r["drop_reason"])
@@ -74,12 +75,17 @@ def biggest_drop(funnel: dict[str, Any], cfg: RunConfig) -> str:
     return f"{line}, set by {key} (now {shown})"
 
 
-def check(success: SuccessConfig, records: list[Record], funnel: dict[str, Any],
+def check(success: SuccessConfig, records: Iterable[Record], funnel: dict[str, Any],
           cfg: RunConfig) -> RunFailed | None:  # fmt: skip
     """The run's problem, or None: lost records past `max_failed_share` first, then no
-    pairs or fewer than `min_pair_share` of the sources."""
-    n = len(records)
-    lost = lost_to_failures(records)
+    pairs or fewer than `min_pair_share` of the sources. One pass over `records` (the
+    assemble stage file's)."""
+    n = pairs = 0
+    lost: Counter[str] = Counter()
+    for record in records:
+        n += 1
+        pairs += is_kept(record)
+        lost.update(lost_to_failures([record]))
     n_lost = sum(lost.values())
     if n_lost and n_lost > success.max_failed_share * n:
         where = ", ".join(f"{stage} {count}" for stage, count in sorted(lost.items()))
@@ -88,11 +94,9 @@ def check(success: SuccessConfig, records: list[Record], funnel: dict[str, Any],
             "run the same command again: only they are asked again (finished calls are "
             f"cached). Allowed: success.max_failed_share={success.max_failed_share}"
         )
-    pairs = sum(map(is_kept, records))
     if pairs == 0 or pairs < success.min_pair_share * n:
         return TooFewPairs(
             f"run: {pairs} pairs from {n} sources (success.min_pair_share="
             f"{success.min_pair_share}): {biggest_drop(funnel, cfg)}"
         )
     return None
-

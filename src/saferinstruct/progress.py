@@ -6,9 +6,16 @@ every answer, the cache at every hit), so a long batch still moves and `respond`
 its tries (calls per record). On a terminal a live bar; on a pipe or in a CI log, a line
 at most every 30 s with the same figures and an ETA. Never prints record text.
 
-    with stage_progress("induce", total=64) as bar:
-        report_calls(8)                         # from a backend, any thread
-        bar.advance(16, hits=cache.stats.hits)
+Stages run at once in a streamed run, so a backend reports to the bar of the stage whose
+work it is doing: the runner sets it around each chunk (`within(bar)`; the endpoint
+backend carries it into its request threads). The bar also tallies that stage's call
+counts (`count`: cache hits, model calls, HTTP attempts, tokens) for the funnel.
+
+    with stages_progress(["induce", "filter"], total=64) as bars:
+        with within(bars["induce"]):
+            report_calls(8)                     # from a backend, any thread
+            count("cache_hits", 3)
+        bars["induce"].advance(16)
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +47,7 @@ LINE_EVERY_S = 30.0
 _console: Console | None = None
 _active: Bar | None = None
 _lock = threading.Lock()
+_current: ContextVar[Bar | None] = ContextVar("saferinstruct_bar", default=None)
 
 
 def console() -> Console:
@@ -48,12 +58,39 @@ def console() -> Console:
     return _console
 
 
+def _bar() -> Bar | None:
+    """The bar of the stage this thread works for, else the one active bar."""
+    bar = _current.get()
+    if bar is None:
+        with _lock:
+            bar = _active
+    return bar
+
+
 def report_calls(n: float) -> None:
     """Backends call this as model calls finish (a fraction for part of a batch)."""
-    with _lock:
-        bar = _active
+    bar = _bar()
     if bar is not None:
         bar.calls_done(n)
+
+
+def count(key: str, n: int = 1) -> None:
+    """Add to the current stage's tally of `key` (cache_hits, model_calls, http_attempts...)."""
+    bar = _bar()
+    if bar is not None:
+        with bar.lock:
+            bar.counts[key] += n
+
+
+@contextmanager
+def within(bar: Bar | None) -> Iterator[None]:
+    """Work done in this block (this thread, and the request threads it starts) reports
+    to `bar`."""
+    token = _current.set(bar)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def eta_seconds(elapsed: float, done: int, total: int | None, calls: float) -> float | None:
@@ -103,6 +140,7 @@ class Bar:
     start: float = field(default_factory=time.time)
     last_line: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: Counter[str] = field(default_factory=Counter)
 
     def advance(self, n: int, **fields: Any) -> None:
         with self.lock:
@@ -139,8 +177,16 @@ class Bar:
 
 @contextmanager
 def stage_progress(name: str, total: int | None) -> Iterator[Bar]:
-    """A live bar on a terminal; on a pipe, periodic log lines (no bar leftovers). The
-    bar is the active one while the stage runs: `report_calls` feeds it."""
+    """One stage's bar (see `stages_progress`)."""
+    with stages_progress([name], total) as bars:
+        yield bars[name]
+
+
+@contextmanager
+def stages_progress(names: list[str], total: int | None) -> Iterator[dict[str, Bar]]:
+    """A live bar per stage on a terminal; on a pipe, periodic log lines (no bar
+    leftovers). With one stage, its bar is the active one: `report_calls` from any thread
+    feeds it; with several, the runner says which (`within`)."""
     global _active
     progress = None
     if console().is_terminal:
@@ -156,17 +202,21 @@ def stage_progress(name: str, total: int | None) -> Iterator[Bar]:
             transient=False,
         )
     try:
-        if progress is None:
-            bar = Bar(None, None, name, total)
-        else:
+        if progress is not None:
             progress.start()
-            bar = Bar(progress, progress.add_task(name, total=total, hits=0, calls=0.0),
-                      name, total)  # fmt: skip
-        with _lock:
-            _active = bar
-        yield bar
+        bars = {name: _new_bar(progress, name, total) for name in names}
+        if len(bars) == 1:
+            with _lock:
+                _active = bars[names[0]]
+        yield bars
     finally:
         with _lock:
             _active = None
         if progress is not None:
             progress.stop()
+
+
+def _new_bar(progress: Progress | None, name: str, total: int | None) -> Bar:
+    if progress is None:
+        return Bar(None, None, name, total)
+    return Bar(progress, progress.add_task(name, total=total, hits=0, calls=0.0), name, total)

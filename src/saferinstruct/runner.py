@@ -1,40 +1,80 @@
-"""The runner: file IO, chunking, progress and resume around the pure stages.
+"""The runner: stages as a stream, with file IO, progress and resume around the pure stages.
 
-`run_stage` feeds a stage chunks of records (`chunk_for`: 16, or 8 per request an
-endpoint role may have in flight), shows a progress bar, and writes every
-record (dropped ones too) to the run directory's stage file (`RunDir.stage`) atomically
-at the end. Resume is the call cache's job: a rerun or a restarted run recomputes each
-chunk from cached calls (no model load when all are cached; endpoint answers are stored
-as they arrive), so a killed run pays again at most for the requests in flight, and a
-finished stage is never half-written.
+`stream` takes the source records (an iterator: they are never all in memory) and a list
+of `Step`s (a stage's name, the function it applies to a chunk of records, the backends
+it calls). Every stage runs at once: a record goes on to the next stage as soon as its
+chunk is done, so respond is working while filter still is. Inside a stage several
+chunks are in flight (`plan`): an endpoint role keeps its `max_concurrency` requests
+busy (its backend's request threads are the bound, shared by all stages using the role);
+a local model takes one chunk of 16 at a time (its backend sorts and batches them).
 
-    result = run_stage("induce", records, lambda chunk: induce(chunk, model, cfg),
-                       RunDir("runs/quick"), total=len(records), backends=[model])
+Order and files. A stage hands its chunks on, and appends them to its stage file
+(`RunDir.stage`), in input order, whatever order they finish in: the chunks, the stage
+files and the dataset are the same as a run with one chunk at a time (`Flow(serial=
+True)`, what the runner did before), byte for byte. Each chunk's lines are flushed as it
+is handed on, so a killed run leaves every finished line readable and at most the last
+line cut (`io.read_jsonl` skips it). Memory stays flat: a stage holds only its chunks in
+flight and a bounded queue before it.
+
+Resume is the call cache's job: a rerun recomputes every record from cached calls (no
+model load when all are cached; endpoint answers are stored as they arrive), so a killed
+run pays again at most for the requests in flight.
+
+    results = stream(load_sources(cfg.source), [Step("induce", fn, [model]), ...],
+                     RunDir("runs/quick"), total=100)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from .io import dump_line, read_jsonl
 from .llm.cache import CachedBackend
-from .progress import stage_progress
+from .progress import Bar, stages_progress, within
 from .records import Record, is_kept
 from .rundir import RunDir
 
 log = logging.getLogger("saferinstruct")
 
-CHUNK = 16
+LOCAL_CHUNK = 16
 """Records per chunk for local models (their backend sorts and batches them)."""
-PER_SLOT = 8
-"""Records per request an endpoint role may have in flight (its `max_concurrency`): a
-chunk waits for its slowest request, so more waves per chunk waste less of the slots
-(benchmarks/throughput.py)."""
+ENDPOINT_CHUNK = 4
+"""Records per chunk for endpoint roles: small, so records flow on soon."""
+_END = object()
+"""End of a stage's input."""
+_POLL_S = 0.1
+
+
+@dataclass
+class Step:
+    """One stage: its name, `fn(chunk) -> chunk` (records in, the same records out, in
+    order; None passes them through) and the backends it calls."""
+
+    name: str
+    fn: Callable[[list[Record]], list[Record]] | None
+    backends: list[CachedBackend] = field(default_factory=list)
+
+
+@dataclass
+class Flow:
+    """How records move. `serial`: one chunk at a time, stage after stage (the runner
+    before streaming; benchmarks compare against it). `chunk`: records per chunk (None:
+    `plan` chooses)."""
+
+    serial: bool = False
+    chunk: int | None = None
+
 
 @dataclass
 class StageResult:
@@ -44,7 +84,11 @@ class StageResult:
     n_kept: int
     seconds: float
     calls: dict[str, Any] = field(default_factory=dict)
-    records: list[Record] = field(default_factory=list, repr=False)
+
+    @property
+    def records(self) -> list[Record]:
+        """The stage's records, read back from its file."""
+        return list(read_jsonl(self.path))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -57,6 +101,17 @@ class StageResult:
         }
 
 
+def plan(backends: list[CachedBackend], flow: Flow) -> tuple[int, int]:
+    """(records per chunk, chunks in flight) for a stage. An endpoint role gets small
+    chunks and enough of them to fill twice its request slots; a local model one chunk
+    of 16 at a time."""
+    slots = max([getattr(b.inner, "max_concurrency", 0) for b in backends] + [0])
+    chunk = flow.chunk or (ENDPOINT_CHUNK if slots else LOCAL_CHUNK)
+    if flow.serial or not slots:
+        return chunk, 1
+    return chunk, max(1, -(-2 * slots // chunk))
+
+
 def run_stage(
     name: str,
     records: Iterable[Record],
@@ -64,62 +119,206 @@ def run_stage(
     run: RunDir,
     *,
     total: int | None = None,
-    chunk_size: int | None = None,
     backends: Iterable[CachedBackend] = (),
+    flow: Flow | None = None,
 ) -> StageResult:
-    """Apply `fn` chunk by chunk and write the stage file; returns counts for the funnel.
-    `chunk_size` None: `chunk_for(backends)`."""
-    backends = list(dict.fromkeys(backends))  # a backend serving two roles counts once
-    chunk_size = chunk_size or chunk_for(backends)
-    start = time.time()
-    before = [_counters(b) for b in backends]
-    out: list[Record] = []
-    with stage_progress(name, total) as bar:
+    """One stage on its own (a stage command): `stream` with one step."""
+    return stream(records, [Step(name, fn, list(backends))], run, total=total, flow=flow)[0]
+
+
+def stream(records: Iterable[Record], steps: list[Step], run: RunDir, *,
+           total: int | None = None, flow: Flow | None = None) -> list[StageResult]:  # fmt: skip
+    """Run the steps over `records`, each record going on as soon as its chunk is done;
+    writes every stage file; returns each stage's counts. The first failure (an endpoint
+    down, bad input, a bug) stops every stage and is raised here; the stage files keep
+    the lines finished before it."""
+    flow = flow or Flow()
+    if flow.serial:
+        results = []
+        for step in steps:
+            results += stream(records, [step], run, total=total, flow=Flow(False, flow.chunk))
+            records = read_jsonl(results[-1].path)
+        return results
+    with stages_progress([s.name for s in steps], total) as bars:
+        stages = [_Stage(step, run.stage(step.name), bars[step.name], flow) for step in steps]
+        return _Pipeline(stages).run(iter(records))
+
+
+class _Failed(Exception):
+    """Raised in a worker when another stage has failed: unwind quietly."""
+
+
+@dataclass
+class _Stage:
+    """A stage's state while it streams: its input queue, its file, its chunks in flight."""
+
+    step: Step
+    path: Path
+    bar: Bar
+    flow: Flow
+    inbox: queue.Queue = field(init=False)
+    pending: queue.Queue = field(init=False)
+    pool: ThreadPoolExecutor = field(init=False)
+    n_in: int = 0
+    n_kept: int = 0
+    start: float = field(default_factory=time.time)
+    end: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.chunk, self.parallel = plan(self.step.backends, self.flow)
+        self.inbox = queue.Queue(maxsize=2 * self.chunk * self.parallel)
+        self.pending = queue.Queue(maxsize=2 * self.parallel)
+        self.pool = ThreadPoolExecutor(self.parallel, thread_name_prefix=f"stage-{self.step.name}")
+        self.bar.counts.update(_zero_counts(self.step.backends))
+
+    def result(self) -> StageResult:
+        calls = dict(self.bar.counts)
+        return StageResult(self.step.name, self.path, self.n_in, self.n_kept,
+                           self.end - self.start, calls)  # fmt: skip
+
+
+def _zero_counts(backends: list[CachedBackend]) -> dict[str, int]:
+    """The counts every stage reports, at 0 (endpoints add HTTP attempts and tokens)."""
+    keys = ["cache_hits", "model_calls", "failed_calls"]
+    if any(b.usage() for b in backends):
+        keys += ["http_attempts", "http_retries", "prompt_tokens", "completion_tokens"]
+    return dict.fromkeys(keys, 0)
+
+
+class _Pipeline:
+    """The threads of a streamed run: per stage a feeder (input -> chunks submitted in
+    order) and a releaser (chunks, in order -> file and next stage)."""
+
+    def __init__(self, stages: list[_Stage]) -> None:
+        self.stages = stages
+        self.failure: BaseException | None = None
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self, source: Iterator[Record]) -> list[StageResult]:
+        threads = []
+        for i, stage in enumerate(self.stages):
+            feed = source if i == 0 else self._drain(stage.inbox)
+            following = self.stages[i + 1] if i + 1 < len(self.stages) else None
+            threads.append(self._thread(f"feed-{stage.step.name}", self._feed, stage, feed))
+            threads.append(self._thread(f"release-{stage.step.name}", self._release, stage,
+                                        following))  # fmt: skip
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(_POLL_S)
+        except BaseException as exc:  # Ctrl-C: stop the workers, then go
+            self._fail(exc)
+            raise
+        finally:
+            for stage in self.stages:
+                stage.pool.shutdown(wait=False, cancel_futures=True)
+        if self.failure is not None:
+            raise self.failure
+        for stage in self.stages:
+            log.info("stage %s: %s", stage.step.name, json.dumps(stage.result().summary()))
+        return [s.result() for s in self.stages]
+
+    def _thread(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                target(*args)
+            except _Failed:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                self._fail(exc)
+
+        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def _fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.failure is None:
+                self.failure = exc
+        self.stop.set()
+
+    def _put(self, q: queue.Queue, item: Any) -> None:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+        raise _Failed
+
+    def _get(self, q: queue.Queue) -> Any:
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+        raise _Failed
+
+    def _drain(self, q: queue.Queue) -> Iterator[Record]:
+        while (item := self._get(q)) is not _END:
+            yield item
+
+    def _feed(self, stage: _Stage, records: Iterator[Record]) -> None:
+        """Cut the input into chunks and submit them, in order, at most `parallel` ahead."""
         chunk: list[Record] = []
         for record in records:
+            if self.stop.is_set():
+                raise _Failed
             chunk.append(record)
-            if len(chunk) >= chunk_size:
-                out.extend(_process(fn, chunk, bar, backends))
+            if len(chunk) == stage.chunk:
+                self._put(stage.pending, self._submit(stage, chunk))
                 chunk = []
         if chunk:
-            out.extend(_process(fn, chunk, bar, backends))
-    path = run.stage(name)
-    run.write_jsonl(path, out)
-    calls = _call_counts(backends, before)
-    n_kept = sum(map(is_kept, out))
-    result = StageResult(name, path, len(out), n_kept, time.time() - start, calls, out)
-    log.info("stage %s: %s", name, json.dumps(result.summary()))
-    return result
+            self._put(stage.pending, self._submit(stage, chunk))
+        self._put(stage.pending, _END)
+
+    def _submit(self, stage: _Stage, chunk: list[Record]) -> Future:
+        def work() -> list[Record]:
+            if stage.step.fn is None:
+                return chunk
+            with within(stage.bar):
+                return stage.step.fn(chunk)
+
+        future = stage.pool.submit(work)
+        future.add_done_callback(self._failed_chunk)
+        return future
+
+    def _failed_chunk(self, future: Future) -> None:
+        """Stop every stage at once when a chunk fails (not when its turn to be written
+        comes)."""
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            self._fail(error)
+
+    def _release(self, stage: _Stage, following: _Stage | None) -> None:
+        """Take the chunks in order: append them to the stage file, hand them on."""
+        with _appended(stage.path) as out:
+            while (future := self._get(stage.pending)) is not _END:
+                while not future.done():
+                    if self.stop.wait(_POLL_S):
+                        raise _Failed
+                done = future.result()
+                out.write("".join(map(dump_line, done)))
+                out.flush()
+                stage.n_in += len(done)
+                stage.n_kept += sum(map(is_kept, done))
+                stage.bar.advance(len(done), hits=stage.bar.counts["cache_hits"])
+                if following is not None:
+                    for record in done:
+                        self._put(following.inbox, record)
+            stage.end = time.time()
+        if following is not None:
+            self._put(following.inbox, _END)
 
 
-def chunk_for(backends: list[CachedBackend]) -> int:
-    """Records per chunk: 16 (a local backend batches them itself), or enough that an
-    endpoint role can keep its `max_concurrency` requests in flight while the slowest
-    requests of the chunk finish (`PER_SLOT` records per request slot)."""
-    slots = [getattr(b.inner, "max_concurrency", 0) for b in backends]
-    return max([CHUNK, *(PER_SLOT * n for n in slots)])
-
-
-def _process(fn: Callable, chunk: list[Record], bar: Any, backends: list[CachedBackend]) -> list:
-    done = fn(chunk)
-    bar.advance(len(chunk), hits=sum(b.stats.hits for b in backends))
-    return done
-
-
-def _counters(backend: CachedBackend) -> dict[str, int]:
-    """Cache hits, model calls, failed calls, and (endpoints) HTTP attempts and tokens."""
-    stats = backend.stats
-    counts = {"cache_hits": stats.hits, "model_calls": stats.misses, "failed_calls": stats.errors}
-    for key, value in backend.usage().items():
-        if key in ("attempts", "retries", "prompt_tokens", "completion_tokens"):
-            counts[f"http_{key}" if key in ("attempts", "retries") else key] = value
-    return counts
-
-
-def _call_counts(backends: list[CachedBackend], before: list[dict[str, int]]) -> dict:
-    """What this stage added to each counter, summed over its backends."""
-    total: dict[str, int] = {"cache_hits": 0, "model_calls": 0, "failed_calls": 0}
-    for backend, start in zip(backends, before, strict=True):
-        for key, value in _counters(backend).items():
-            total[key] = total.get(key, 0) + value - start.get(key, 0)
-    return total
+@contextmanager
+def _appended(path: Path) -> Iterator[IO[str]]:
+    """The stage file, started empty and appended in order; fsynced when the stage ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as out:
+        try:
+            yield out
+        finally:
+            out.flush()
+            os.fsync(out.fileno())

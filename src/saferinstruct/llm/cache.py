@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, EndpointDown
-from ..progress import report_calls
+from ..progress import count, report_calls
 from .base import Backend, Capabilities, Completion, GenParams, Prompt, Score
 
 log = logging.getLogger("saferinstruct")
@@ -264,6 +264,7 @@ class CachedBackend:
         self.kind = inner.kind
         self.stats = CacheStats()
         self._identity: str | None = None
+        self._lock = threading.Lock()
 
     def identity(self) -> str:
         if self._identity is None:
@@ -301,6 +302,15 @@ class CachedBackend:
             Score,
         )
 
+    def _tally(self, what: str, n: int) -> None:
+        """Count on this backend (`stats`) and for the stage doing the work (`count`)."""
+        if not n:
+            return
+        with self._lock:
+            attr = {"cache_hits": "hits", "model_calls": "misses", "failed_calls": "errors"}[what]
+            setattr(self.stats, attr, getattr(self.stats, attr) + n)
+        count(what, n)
+
     def _key(self, op: str, params: dict[str, Any], prompt: Prompt) -> str:
         return call_key(self.kind, self.identity(), op, params, prompt)
 
@@ -310,7 +320,7 @@ class CachedBackend:
         first = {k: keys.index(k) for k in unique}
         found = self.cache.get_many(unique)
         hits = sum(k in found for k in keys)
-        self.stats.hits += hits
+        self._tally("cache_hits", hits)
         report_calls(hits)
         todo = [k for k in unique if k not in found]
         while todo:
@@ -319,7 +329,7 @@ class CachedBackend:
                 found.update(self._send(mine, first, keys, call))
             if theirs:
                 found.update(self.cache.wait_for(theirs))
-                self.stats.hits += sum(keys.count(k) for k in theirs if k in found)
+                self._tally("cache_hits", sum(keys.count(k) for k in theirs if k in found))
             todo = [k for k in todo if k not in found]
         return [cls(**found[k]) for k in keys]
 
@@ -330,8 +340,9 @@ class CachedBackend:
         answers request by request (`streams_answers`) has each answer stored as it
         arrives, so a kill mid-batch loses only the requests still in flight."""
         idx = [first[k] for k in mine]
-        self.stats.misses += sum(keys.count(k) for k in mine)
-        self.stats.calls.append(len(idx))
+        self._tally("model_calls", sum(keys.count(k) for k in mine))
+        with self._lock:
+            self.stats.calls.append(len(idx))
         sink: dict[str, Any] = {}
         if getattr(self.inner, "streams_answers", False):
             lock = threading.Lock()
@@ -353,7 +364,7 @@ class CachedBackend:
                 if result.error is None:
                     fresh[key] = out[key]
                 else:
-                    self.stats.errors += keys.count(key)
+                    self._tally("failed_calls", keys.count(key))
             self.cache.put_many(fresh)
             return out
         finally:

@@ -22,6 +22,7 @@ cached run loads no model.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ class LocalBackend:
         self.batch_size = batch_size
         self._device, self._dtype = device, dtype
         self._loaded: _Loaded | None = None
+        self._lock = threading.RLock()
+        """One call at a time: stages running at once share the model (and its threads)."""
 
     # -- identity and capabilities (no model load) --------------------------------
     def identity(self) -> str:
@@ -92,9 +95,10 @@ class LocalBackend:
 
     # -- loading ------------------------------------------------------------------
     def load(self) -> _Loaded:
-        if self._loaded is None:
-            self._loaded = _load(self.path, self._device, self._dtype)
-        return self._loaded
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = _load(self.path, self._device, self._dtype)
+            return self._loaded
 
     @property
     def model(self) -> Any:
@@ -117,7 +121,7 @@ class LocalBackend:
     def generate(self, prompts: list[Prompt], params: GenParams) -> list[Completion]:
         import torch
 
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             return self._generate(prompts, params)
 
     def _generate(self, prompts: list[Prompt], params: GenParams) -> list[Completion]:
@@ -142,7 +146,7 @@ class LocalBackend:
     def score(self, prompts: list[Prompt], continuations: list[str]) -> list[Score]:
         import torch
 
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             return self._score(prompts, continuations)
 
     def _score(self, prompts: list[Prompt], continuations: list[str]) -> list[Score]:

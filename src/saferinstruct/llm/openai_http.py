@@ -42,6 +42,7 @@ prompt or answer text.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -55,7 +56,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from ..errors import BadInput, EndpointDown
-from ..progress import report_calls
+from ..progress import count, report_calls
 from .base import Capabilities, Completion, GenParams, Message, Prompt, Score
 
 log = logging.getLogger(__name__)
@@ -282,7 +283,7 @@ class OpenAIBackend:
         base_url: str | list[str] | None = None,
         api_key: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
-        max_concurrency: int = 8,
+        max_concurrency: int = 64,
         max_retries: int = 4,
         timeout_s: float = 60.0,
         backoff_base_s: float = 0.5,
@@ -321,6 +322,7 @@ class OpenAIBackend:
         self._fails_in_row = 0
         self._ever_ok = False
         self._usage = Usage()
+        self._executor: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
@@ -563,6 +565,7 @@ class OpenAIBackend:
                 value = usage.get(theirs)
                 if isinstance(value, int):
                     setattr(self._usage, ours, getattr(self._usage, ours) + value)
+                    count(ours, value)
         return result
 
     # -- concurrency, retries, dead endpoints ------------------------------------------
@@ -588,15 +591,24 @@ class OpenAIBackend:
         if count == 0:
             return []
         run = _Run()
-        workers = min(self.max_concurrency, count)
-        with ThreadPoolExecutor(workers, thread_name_prefix="saferinstruct-openai") as pool:
-            results = list(pool.map(lambda i: one(i, run), range(count)))
+        pool = self._pool()
+        futures = [pool.submit(contextvars.copy_context().run, one, i, run) for i in range(count)]
+        results = [f.result() for f in futures]
         if run.reason is not None:
             finished = {i: r for i, r in enumerate(results) if getattr(r, "error", "x") is None}
             raise EndpointDown(run.reason, finished)
         n_err = sum(1 for r in results if getattr(r, "error", None))
         log.debug("openai: %d requests, %d failed after retries", count, n_err)
         return results
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """The role's request threads, `max_concurrency` of them, shared by every call (and
+        so by stages running at once): the bound on requests in flight."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.max_concurrency,
+                                                    thread_name_prefix="saferinstruct-openai")
+            return self._executor
 
     def _with_retries(self, send: Callable[[Any], T], run: _Run) -> tuple[T | None, str]:
         """(result, "") on success, else (None, one-line error). Each attempt goes to the
@@ -608,6 +620,8 @@ class OpenAIBackend:
             with self._lock:
                 self._usage.attempts += 1
                 self._usage.retries += attempt > 0
+            count("http_attempts")
+            count("http_retries", int(attempt > 0))
             replica = self._pick()
             try:
                 result = send(self._client(replica))

@@ -8,10 +8,14 @@ vecs = embed(["a sentence", "another"])   # (n, 384), L2-normalised numpy array
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import Any
 
 from ..errors import BadInput
+
+_lock = threading.Lock()
+"""One encode at a time (stages running at once share the model)."""
 
 
 @cache
@@ -32,7 +36,9 @@ def embed(texts: list[str]) -> Any:
 
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
-    return embedder().encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    with _lock:
+        model = embedder()
+        return model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
 
 
 def paired_cosine(a: list[str], b: list[str]) -> list[float]:

@@ -1,15 +1,17 @@
 """Stage 05, assembly: dedup and a train/test split by source text.
 
-`assemble` takes the last stage's records (kept and dropped). Among the kept ones it
-drops, with the reason: pairs missing a part, a `chosen` equal to its source text,
-exact duplicate source texts, exact duplicate instructions, and near-duplicate
-instructions (MiniLM cosine >= `near_duplicate_threshold` with an earlier kept one);
-the first occurrence wins, so input order decides. The split hashes the normalised
-source text with the seed, so one text never lands in both splits (with two or more
-texts and 0 < test_fraction < 1, both splits get at least one). It returns every
-record, the dataset rows of each split in TRL's conversational preference format and
+Two passes over the last stage's records (kept and dropped), so nothing holds them all.
+`decide` (pass one) drops among the kept ones, with the reason: pairs missing a part, a
+`chosen` equal to its source text, exact duplicate source texts, exact duplicate
+instructions, and near-duplicate instructions (MiniLM cosine >=
+`near_duplicate_threshold` with an earlier kept one); the first occurrence wins, so
+input order decides. The split hashes the normalised source text with the seed, so one
+text never lands in both splits (with two or more texts and 0 < test_fraction < 1, both
+splits get at least one). `settle` (pass two) writes the verdict on each record;
+`split_rows` gives the dataset rows in TRL's conversational preference format, `tally`
 the counts; `dataset_card` writes the card's text. Like every stage it does no file IO:
-the recipe (`api.assemble`) writes the stage file, the dataset and the card.
+the recipe (`api.assemble`) streams the judge stage file through it and writes the stage
+file, the dataset and the card. `assemble` does both passes over a list in memory.
 
     from saferinstruct.pipeline.assemble import assemble, dataset_card
     done = assemble(records, AssembleConfig())
@@ -19,9 +21,10 @@ the recipe (`api.assemble`) writes the stage file, the dataset and the card.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -48,60 +51,30 @@ DEFAULT_TERMS = (
 
 # ---------------------------------------------------------------- dedup and split
 
+BLOCK = 256
+"""Instructions embedded and compared at a time (the near-duplicate search)."""
+
 
 def _drop(record: Record, reason: str, **info: Any) -> None:
     add_verdict(record, STAGE, False, reason, **info)
 
 
-def check_pairs(kept: list[Record]) -> None:
-    """Drop kept records that cannot form a pair (or whose chosen copies the text)."""
-    for r in kept:
-        if not (r.get("text") or "").strip():
-            _drop(r, "empty source text")
-        elif not (r.get("instruction") or "").strip():
-            _drop(r, "no instruction")
-        elif not (r.get("chosen") or "").strip():
-            _drop(r, "no chosen response")
-        elif normalise(r["chosen"]) == normalise(r["text"]):
-            _drop(r, "chosen equals rejected")
+def pair_problem(r: Record) -> str | None:
+    """Why a kept record cannot form a pair (or its chosen copies the text), or None."""
+    if not (r.get("text") or "").strip():
+        return "empty source text"
+    if not (r.get("instruction") or "").strip():
+        return "no instruction"
+    if not (r.get("chosen") or "").strip():
+        return "no chosen response"
+    if normalise(r["chosen"]) == normalise(r["text"]):
+        return "chosen equals rejected"
+    return None
 
 
-def drop_exact(kept: list[Record], key: Callable[[Record], str], what: str) -> None:
-    """Drop every kept record whose key an earlier kept record already has."""
-    first: dict[str, str] = {}
-    for r in kept:
-        if not is_kept(r):
-            continue
-        k = key(r)
-        if k in first:
-            _drop(r, f"duplicate {what} of {first[k]}", duplicate_of=first[k])
-        else:
-            first[k] = r["id"]
-
-
-def drop_near(kept: list[Record], threshold: float) -> None:
-    """Drop instructions with MiniLM cosine >= threshold to an earlier kept instruction."""
-    import numpy as np
-
-    live = [r for r in kept if is_kept(r)]
-    if len(live) < 2:
-        return
-    vecs = embed([r["instruction"] for r in live])
-    chosen_rows: list[int] = []
-    for i, r in enumerate(live):
-        if chosen_rows:
-            sims = vecs[chosen_rows] @ vecs[i]
-            j = int(np.argmax(sims))
-            if sims[j] >= threshold - 1e-6:
-                twin = live[chosen_rows[j]]["id"]
-                _drop(
-                    r,
-                    f"near-duplicate instruction of {twin}",
-                    duplicate_of=twin,
-                    cosine=round(float(sims[j]), 4),
-                )
-                continue
-        chosen_rows.append(i)
+def _digest(text: str) -> bytes:
+    """A short stand-in for a normalised text (dedup keeps digests, not texts)."""
+    return hashlib.sha256(normalise(text).encode("utf-8")).digest()[:16]
 
 
 def split_score(text: str, seed: int) -> float:
@@ -109,9 +82,9 @@ def split_score(text: str, seed: int) -> float:
     return seeded_fraction(normalise(text), seed)
 
 
-def assign_splits(texts: Iterable[str], test_fraction: float, seed: int) -> dict[str, str]:
-    """Normalised source text -> 'train' or 'test'; both non-empty when possible."""
-    scores = {normalise(t): split_score(t, seed) for t in texts}
+def assign_splits(scores: dict[str, float], test_fraction: float) -> dict[str, str]:
+    """Key (a record id) -> 'train' or 'test' by its split score; both non-empty when
+    possible (the lowest score goes to test, the highest to train)."""
     out = {k: ("test" if s < test_fraction else "train") for k, s in scores.items()}
     if len(out) >= 2 and 0 < test_fraction < 1:
         if "test" not in out.values():
@@ -119,6 +92,128 @@ def assign_splits(texts: Iterable[str], test_fraction: float, seed: int) -> dict
         if "train" not in out.values():
             out[max(scores, key=scores.__getitem__)] = "train"
     return out
+
+
+class NearDuplicates:
+    """Instructions with MiniLM cosine >= threshold to an earlier kept one, found a block
+    at a time; keeps the vectors of the kept instructions only (not their texts)."""
+
+    def __init__(self, threshold: float) -> None:
+        import numpy as np
+
+        self.threshold = threshold
+        self.vectors = np.zeros((0, 384), dtype=np.float32)
+        self.n = 0
+        self.ids: list[str] = []
+
+    def block(self, items: list[tuple[str, str]]) -> dict[str, tuple[str, float]]:
+        """(id, instruction) in input order -> the dropped ones: id -> (twin id, cosine)."""
+        import numpy as np
+
+        if not items:
+            return {}
+        vecs = embed([instruction for _, instruction in items]).astype(np.float32)
+        before = vecs @ self.vectors[: self.n].T
+        within = vecs @ vecs.T
+        kept: list[int] = []
+        drops: dict[str, tuple[str, float]] = {}
+        for i, (rid, _) in enumerate(items):
+            best, twin = -np.inf, ""
+            if self.n:
+                j = int(np.argmax(before[i]))
+                best, twin = float(before[i, j]), self.ids[j]
+            if kept:
+                sims = within[i, kept]
+                k = int(np.argmax(sims))
+                if sims[k] > best:
+                    best, twin = float(sims[k]), items[kept[k]][0]
+            if best >= self.threshold - 1e-6:
+                drops[rid] = (twin, round(best, 4))
+            else:
+                kept.append(i)
+        self._keep(vecs[kept], [items[i][0] for i in kept])
+        return drops
+
+    def _keep(self, vecs: Any, ids: list[str]) -> None:
+        import numpy as np
+
+        if self.n + len(ids) > len(self.vectors):  # grow by doubling
+            grown = np.zeros((max(2 * len(self.vectors), self.n + len(ids)), 384), np.float32)
+            grown[: self.n] = self.vectors[: self.n]
+            self.vectors = grown
+        self.vectors[self.n : self.n + len(ids)] = vecs
+        self.n += len(ids)
+        self.ids += ids
+
+
+@dataclass
+class Decisions:
+    """What assembly does to each kept record: drop it (reason and details) or put it in
+    a split. `n_in`: the kept records it looked at."""
+
+    drops: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    splits: dict[str, str] = field(default_factory=dict)
+    n_in: int = 0
+
+
+def decide(records: Iterable[Record], cfg: AssembleConfig) -> Decisions:
+    """One pass in input order (the first occurrence wins): pairs missing a part, exact
+    duplicate source texts, exact duplicate instructions, near-duplicate instructions;
+    then the split of every survivor. Holds digests, split scores and the kept
+    instructions' vectors, never the records."""
+    out = Decisions()
+    first_text: dict[bytes, str] = {}
+    first_instruction: dict[bytes, str] = {}
+    near = NearDuplicates(cfg.near_duplicate_threshold)
+    scores: dict[str, float] = {}
+    waiting: list[tuple[str, str]] = []
+
+    def flush() -> None:
+        for rid, (twin, cosine) in near.block(waiting).items():
+            out.drops[rid] = (f"near-duplicate instruction of {twin}",
+                              {"duplicate_of": twin, "cosine": cosine})  # fmt: skip
+            del scores[rid]
+        waiting.clear()
+
+    for r in records:
+        if not is_kept(r):
+            continue
+        out.n_in += 1
+        rid = r["id"]
+        problem = pair_problem(r)
+        if problem is not None:
+            out.drops[rid] = (problem, {})
+            continue
+        checks = ((first_text, _digest(r["text"]), "source text"),
+                  (first_instruction, _digest(r["instruction"]), "instruction"))  # fmt: skip
+        for seen, key, what in checks:
+            if key in seen:
+                out.drops[rid] = (f"duplicate {what} of {seen[key]}", {"duplicate_of": seen[key]})
+                break
+            seen[key] = rid
+        if rid in out.drops:
+            continue
+        scores[rid] = split_score(r["text"], cfg.seed)
+        waiting.append((rid, r["instruction"]))
+        if len(waiting) == BLOCK:
+            flush()
+    flush()
+    out.splits = assign_splits(scores, cfg.test_fraction)
+    return out
+
+
+def settle(record: Record, decisions: Decisions) -> Record:
+    """A record with its assemble verdict: dropped with the reason, or kept in its split."""
+    if not is_kept(record):
+        return record
+    rid = record["id"]
+    if rid in decisions.drops:
+        reason, info = decisions.drops[rid]
+        _drop(record, reason, **info)
+    else:
+        record["split"] = decisions.splits[rid]
+        add_verdict(record, STAGE, True, split=record["split"])
+    return record
 
 
 def pair_row(r: Record) -> dict[str, Any]:
@@ -129,10 +224,15 @@ def pair_row(r: Record) -> dict[str, Any]:
     )  # fmt: skip
 
 
+def split_rows(settled: Iterable[Record], split: str) -> Iterator[dict[str, Any]]:
+    """The dataset rows of one split, from settled records."""
+    return (pair_row(r) for r in settled if is_kept(r) and r.get("split") == split)
+
+
 @dataclass
 class Assembled:
-    """What assembly produced: every record (in input order), the dataset rows of each
-    split, and the counts (`summary`)."""
+    """What assembly produced, in memory: every record (in input order), the dataset rows
+    of each split, and the counts (`summary`)."""
 
     records: list[Record]
     splits: dict[str, list[dict[str, Any]]]
@@ -140,38 +240,36 @@ class Assembled:
 
 
 def assemble(records: Iterable[Record], cfg: AssembleConfig) -> Assembled:
-    """Dedup and split; returns the records, the split rows and the counts."""
+    """Dedup and split in memory (`decide`, then `settle`); the recipe streams the same
+    two passes over the judge stage file instead."""
     records = list(records)
-    kept = [r for r in records if is_kept(r)]
-    n_in = len(kept)
-    check_pairs(kept)
-    drop_exact(kept, lambda r: normalise(r["text"]), "source text")
-    drop_exact(kept, lambda r: normalise(r["instruction"]), "instruction")
-    drop_near(kept, cfg.near_duplicate_threshold)
-    kept = [r for r in kept if is_kept(r)]
-    splits = assign_splits((r["text"] for r in kept), cfg.test_fraction, cfg.seed)
-    for r in kept:
-        r["split"] = splits[normalise(r["text"])]
-        add_verdict(r, STAGE, True, split=r["split"])
-    rows = {s: [pair_row(r) for r in kept if r["split"] == s] for s in SPLITS}
-    return Assembled(records, rows, _summary(records, n_in, kept))
+    decisions = decide(records, cfg)
+    records = [settle(r, decisions) for r in records]
+    rows = {s: list(split_rows(records, s)) for s in SPLITS}
+    return Assembled(records, rows, tally(records, decisions.n_in))
 
 
-def _summary(records: list[Record], n_in: int, kept: list[Record]) -> dict:
-    dropped_here = [r for r in records if dropped_at(r) == STAGE]
+def tally(settled: Iterable[Record], n_in: int) -> dict[str, Any]:
+    """The counts of settled records (one pass)."""
     by_category: dict[str, dict[str, int]] = {}
-    for r in kept:
-        row = by_category.setdefault(r.get("category") or "default", {"train": 0, "test": 0})
-        row[r["split"]] += 1
+    reasons: Counter[str] = Counter()
+    splits: Counter[str] = Counter()
+    for r in settled:
+        if dropped_at(r) == STAGE:
+            reasons[reason_key(r["drop_reason"])] += 1
+        elif is_kept(r):
+            row = by_category.setdefault(r.get("category") or "default", {"train": 0, "test": 0})
+            row[r["split"]] += 1
+            splits[r["split"]] += 1
     return {
         "stage": STAGE,
         "in": n_in,
-        "kept": len(kept),
-        "dropped": len(dropped_here),
-        "train": sum(r["split"] == "train" for r in kept),
-        "test": sum(r["split"] == "test" for r in kept),
+        "kept": splits["train"] + splits["test"],
+        "dropped": sum(reasons.values()),
+        "train": splits["train"],
+        "test": splits["test"],
         "by_category": dict(sorted(by_category.items())),
-        "drop_reasons": dict(Counter(reason_key(r["drop_reason"]) for r in dropped_here)),
+        "drop_reasons": dict(reasons),
     }
 
 
