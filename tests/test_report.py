@@ -141,3 +141,21 @@ def test_small_measures():
     assert same == pytest.approx(0.0, abs=1e-5)
     apart = diversity_distance(["Bake bread at home.", "Quantum field theory lecture."])
     assert apart > 0.5
+
+
+def test_a_big_dataset_measures_text_on_a_stable_sample(tmp_path, monkeypatch):
+    """Above MAX_REPORT_PAIRS the text measures use a sample by a hash of the id (the
+    report streams the stage file and dataset); the counts stay those of every pair."""
+    from saferinstruct.report import data as module
+
+    build_run(tmp_path)
+    monkeypatch.setattr(module, "MAX_REPORT_PAIRS", 1)
+    write_data_report(tmp_path)
+    first = json.loads((tmp_path / "report.json").read_text())
+    write_data_report(tmp_path)
+    assert json.loads((tmp_path / "report.json").read_text()) == first
+    counts = first["counts"]
+    assert counts["train"] + counts["test"] == 4 and counts["text_measures_over"] < 4
+    sentence = f"stable sample of {counts['text_measures_over']} of the 4 pairs"
+    assert sentence in (tmp_path / "report.md").read_text()
+    assert sentence in (tmp_path / "report.html").read_text()

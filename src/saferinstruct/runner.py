@@ -3,10 +3,10 @@
 `stream` takes the source records (an iterator: they are never all in memory) and a list
 of `Step`s (a stage's name, the function it applies to a chunk of records, the backends
 it calls). Every stage runs at once: a record goes on to the next stage as soon as its
-chunk is done, so respond is working while filter still is. Inside a stage several
-chunks are in flight (`plan`): an endpoint role keeps its `max_concurrency` requests
-busy (its backend's request threads are the bound, shared by all stages using the role);
-a local model takes one chunk of 16 at a time (its backend sorts and batches them).
+chunk (16 records) is done, so respond is working while filter still is. Inside a stage
+several chunks are in flight (`plan`): an endpoint role keeps its `max_concurrency`
+requests busy (its backend's request threads are the bound, shared by all stages using
+the role); a local model takes one chunk at a time (its backend sorts and batches them).
 
 Order and files. A stage hands its chunks on, and appends them to its stage file
 (`RunDir.stage`), in input order, whatever order they finish in: the chunks, the stage
@@ -47,10 +47,10 @@ from .rundir import RunDir
 
 log = logging.getLogger("saferinstruct")
 
-LOCAL_CHUNK = 16
-"""Records per chunk for local models (their backend sorts and batches them)."""
-ENDPOINT_CHUNK = 4
-"""Records per chunk for endpoint roles: small, so records flow on soon."""
+CHUNK = 16
+"""Records per chunk: a local model sorts and batches them; for an endpoint role, small
+enough that records flow on soon, big enough that the local work of a stage (embeddings
+of the pair checks and the refusal classifier) runs in batches (benchmarks/throughput.py)."""
 _END = object()
 """End of a stage's input."""
 _POLL_S = 0.1
@@ -102,11 +102,11 @@ class StageResult:
 
 
 def plan(backends: list[CachedBackend], flow: Flow) -> tuple[int, int]:
-    """(records per chunk, chunks in flight) for a stage. An endpoint role gets small
-    chunks and enough of them to fill twice its request slots; a local model one chunk
-    of 16 at a time."""
+    """(records per chunk, chunks in flight) for a stage: chunks of 16 records; for an
+    endpoint role enough of them to fill twice its request slots, for a local model one
+    at a time."""
     slots = max([getattr(b.inner, "max_concurrency", 0) for b in backends] + [0])
-    chunk = flow.chunk or (ENDPOINT_CHUNK if slots else LOCAL_CHUNK)
+    chunk = flow.chunk or CHUNK
     if flow.serial or not slots:
         return chunk, 1
     return chunk, max(1, -(-2 * slots // chunk))
@@ -133,10 +133,10 @@ def stream(records: Iterable[Record], steps: list[Step], run: RunDir, *,
     down, bad input, a bug) stops every stage and is raised here; the stage files keep
     the lines finished before it."""
     flow = flow or Flow()
-    if flow.serial:
+    if flow.serial and len(steps) > 1:  # stage after stage, each one chunk at a time
         results = []
         for step in steps:
-            results += stream(records, [step], run, total=total, flow=Flow(False, flow.chunk))
+            results += stream(records, [step], run, total=total, flow=flow)
             records = read_jsonl(results[-1].path)
         return results
     with stages_progress([s.name for s in steps], total) as bars:

@@ -18,14 +18,16 @@ from __future__ import annotations
 import html
 import random
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, load_run_config
 from ..errors import BadInput
-from ..io import read_jsonl
+from ..io import count_records, read_jsonl
 from ..measures.embed import embed
 from ..measures.similarity import mean_pairwise_distance, template_share
+from ..measures.splits import hash_fraction
 from ..measures.text import distinct_n, normalise
 from ..records import dropped_at, reason_key
 from ..render import (
@@ -44,6 +46,9 @@ from ..rundir import SPLITS, RunDir
 
 EXAMPLES_PER_CATEGORY = 3
 MAX_DIVERSITY_TEXTS = 2000
+MAX_REPORT_PAIRS = 5000
+"""Above this many pairs, the text measures (template shares, diversity, examples) use a
+stable sample: the report reads the stage file and the dataset as streams."""
 SCORE_STAGES = ("filter", "judge")
 DUPLICATE_KINDS = ("duplicate source text", "duplicate instruction", "near-duplicate instruction")
 
@@ -76,13 +81,19 @@ def histogram(values: list[float], bins: int = 10) -> dict[str, list]:
 # ---------------------------------------------------------------- reading the run
 
 
-def _dataset(run: RunDir) -> list[dict[str, Any]]:
-    rows = []
-    for split in SPLITS:
-        path = run.split(split)
-        if path.exists():
-            rows.extend({**r, "split": split} for r in read_jsonl(path))
-    return rows
+def _dataset(run: RunDir) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The dataset's rows for the text measures (all, or a stable sample of about
+    `MAX_REPORT_PAIRS` by a hash of the id, for a big dataset) and the rows per split."""
+    paths = {split: run.split(split) for split in SPLITS if run.split(split).exists()}
+    total = sum(count_records(p) for p in paths.values())
+    share = min(1.0, MAX_REPORT_PAIRS / total) if total else 1.0
+    rows, counts = [], dict.fromkeys(SPLITS, 0)
+    for split, path in paths.items():
+        for r in read_jsonl(path):
+            counts[split] += 1
+            if share >= 1.0 or hash_fraction(str(r.get("id"))) < share:
+                rows.append({**r, "split": split})
+    return rows, counts
 
 
 def _thresholds(run: RunDir) -> dict[str, float]:
@@ -109,16 +120,16 @@ def _by_category(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 # ---------------------------------------------------------------- figures of the report
 
 
-def score_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per verdict stage (filter, judge): scores of kept and dropped verdicts."""
+def score_stats(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Per verdict stage (filter, judge): scores of kept and dropped verdicts (one pass)."""
+    seen: dict[str, tuple[list[float], list[float]]] = {s: ([], []) for s in SCORE_STAGES}
+    for r in records:
+        for v in r.get("verdicts") or []:
+            score = v.get("score")
+            if v.get("stage") in seen and isinstance(score, int | float):
+                seen[v["stage"]][0 if v.get("kept") else 1].append(float(score))
     out: dict[str, Any] = {}
-    for stage in SCORE_STAGES:
-        kept, dropped = [], []
-        for r in records:
-            for v in r.get("verdicts") or []:
-                score = v.get("score")
-                if v.get("stage") == stage and isinstance(score, int | float):
-                    (kept if v.get("kept") else dropped).append(float(score))
+    for stage, (kept, dropped) in seen.items():
         if kept or dropped:
             everything = kept + dropped
             out[stage] = {
@@ -141,7 +152,7 @@ def template_stats(pairs: list[dict[str, Any]], threshold: float) -> dict[str, A
     return out
 
 
-def duplicate_stats(records: list[dict[str, Any]], fun: dict[str, Any]) -> dict[str, Any]:
+def duplicate_stats(records: Iterable[dict[str, Any]], fun: dict[str, Any]) -> dict[str, Any]:
     """Per category: shares of the records entering assemble dropped as duplicates."""
     stage = next((s for s in fun["stages"] if s["stage"] == "assemble"), None)
     if stage is None:
@@ -203,22 +214,21 @@ def collect(run: RunDir) -> dict[str, Any]:
     if not files:
         raise BadInput(f"{run.root}: no stage files (run the pipeline first)")
     fun = run.read_funnel()
-    records = list(read_jsonl(files[-1]))
-    pairs = _dataset(run)
+    pairs, splits = _dataset(run)
     thresholds = _thresholds(run)
     return {
         "run_dir": str(run.root),
         "counts": {
             "sources": fun["overall"]["in"],
             "final": fun["overall"]["kept"],
-            "train": sum(r["split"] == "train" for r in pairs),
-            "test": sum(r["split"] == "test" for r in pairs),
+            **splits,
+            "text_measures_over": len(pairs),
         },
         "thresholds": thresholds,
         "funnel": fun,
-        "scores": score_stats(records),
+        "scores": score_stats(read_jsonl(files[-1])),
         "templates": template_stats(pairs, thresholds["template"]),
-        "duplicates": duplicate_stats(records, fun),
+        "duplicates": duplicate_stats(read_jsonl(files[-1]), fun),
         "diversity": diversity_stats(pairs),
         "drop_reasons": {s["stage"]: s["top_drop_reasons"] for s in fun["stages"]},
         "_examples": examples(pairs),
@@ -358,12 +368,21 @@ def _html_examples(ex: dict[str, Any], warn: str) -> str:
     return "".join(parts)
 
 
+def sampled(counts: dict[str, Any]) -> str:
+    """The sentence saying the text measures use a sample, when they do."""
+    n, total = counts.get("text_measures_over"), counts["train"] + counts["test"]
+    if n is None or n >= total:
+        return ""
+    return (f" Template shares, diversity and examples are over a stable sample of {n} of "
+            f"the {total} pairs (by a hash of the id).")  # fmt: skip
+
+
 def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
     c = data["counts"]
     parts = [
         f"<p class=warn>{html.escape(warning(kinds(data)))}</p>",
         f"<p>{c['sources']} source records in, {c['final']} pairs out "
-        f"({c['train']} train, {c['test']} test).</p>",
+        f"({c['train']} train, {c['test']} test).{html.escape(sampled(c))}</p>",
         img(pngs["funnel"], "funnel"),
     ]
     if "scores" in pngs:
@@ -403,7 +422,7 @@ def render_md(data: dict[str, Any], images: dict[str, str]) -> str:
         "# Safer-Instruct data report",
         f"> **{warning(kinds(data))}**",
         f"{c['sources']} source records in, {c['final']} pairs out "
-        f"({c['train']} train, {c['test']} test).",
+        f"({c['train']} train, {c['test']} test).{sampled(c)}",
         f"![funnel]({images['funnel']})",
     ]
     if "scores" in images:
