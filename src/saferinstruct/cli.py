@@ -235,8 +235,10 @@ def run_cmd(
 ) -> None:
     """Run the data pipeline: reverse-train (or reuse), induce, filter, respond, judge, assemble.
 
-    With no --config, the quickstart settings (the embedded model in every role). With
-    --input, your own texts instead of the config's (columns as below)."""
+    Induce, filter, respond and judge run at once, records flowing on in chunks of 16; each
+    stage file grows in input order as records finish. With no --config, the quickstart
+    settings (the embedded model in every role). With --input, your own texts instead of
+    the config's (columns as below)."""
     from . import api
 
     cfg = api.load_config(config or api.quickstart_config(), set_ or [])
