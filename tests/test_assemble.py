@@ -289,3 +289,23 @@ def test_near_duplicates_are_the_same_whatever_the_block_size(monkeypatch):
     assert reasons == [(r["id"], r.get("drop_reason")) for r in blocks.records]
     assert dict(reasons)["near-early"] == "assemble: near-duplicate instruction of r1"
     assert dict(reasons)["near"] == "assemble: near-duplicate instruction of r0"
+
+
+def test_kept_vectors_span_slabs_without_changing_the_result(monkeypatch):
+    """The kept instructions' vectors live in fixed slabs; a twin in an earlier slab is
+    found the same as in one slab."""
+    import copy
+
+    from saferinstruct.pipeline import assemble as module
+
+    records = tricky_records()
+    whole = assemble(copy.deepcopy(records), AssembleConfig())
+    monkeypatch.setattr(module, "BLOCK", 2)
+    monkeypatch.setattr(module.NearDuplicates, "SLAB", 3)
+    slabs = assemble(copy.deepcopy(records), AssembleConfig())
+    assert [r.get("drop_reason") for r in whole.records] == [
+        r.get("drop_reason") for r in slabs.records
+    ]
+    assert [v.get("cosine") for r in whole.records for v in r["verdicts"]] == [
+        v.get("cosine") for r in slabs.records for v in r["verdicts"]
+    ]

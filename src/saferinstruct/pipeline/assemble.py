@@ -96,15 +96,32 @@ def assign_splits(scores: dict[str, float], test_fraction: float) -> dict[str, s
 
 class NearDuplicates:
     """Instructions with MiniLM cosine >= threshold to an earlier kept one, found a block
-    at a time; keeps the vectors of the kept instructions only (not their texts)."""
+    at a time; keeps the vectors of the kept instructions only (not their texts), in
+    slabs of `SLAB` rows (no copy as they grow)."""
+
+    SLAB = 8192
 
     def __init__(self, threshold: float) -> None:
-        import numpy as np
-
         self.threshold = threshold
-        self.vectors = np.zeros((0, 384), dtype=np.float32)
+        self.slabs: list[Any] = []
         self.n = 0
         self.ids: list[str] = []
+
+    def _best_before(self, vecs: Any) -> tuple[Any, Any]:
+        """Per row of `vecs`: the highest cosine with a kept vector and its index (the
+        first one on a tie), or -inf and -1."""
+        import numpy as np
+
+        best = np.full(len(vecs), -np.inf, dtype=np.float32)
+        where = np.full(len(vecs), -1)
+        for k, slab in enumerate(self.slabs):
+            rows = min(self.SLAB, self.n - k * self.SLAB)
+            sims = vecs @ slab[:rows].T
+            j = sims.argmax(axis=1)
+            top = sims[np.arange(len(vecs)), j]
+            better = top > best
+            best[better], where[better] = top[better], j[better] + k * self.SLAB
+        return best, where
 
     def block(self, items: list[tuple[str, str]]) -> dict[str, tuple[str, float]]:
         """(id, instruction) in input order -> the dropped ones: id -> (twin id, cosine)."""
@@ -113,15 +130,12 @@ class NearDuplicates:
         if not items:
             return {}
         vecs = embed([instruction for _, instruction in items]).astype(np.float32)
-        before = vecs @ self.vectors[: self.n].T
+        before, where = self._best_before(vecs)
         within = vecs @ vecs.T
         kept: list[int] = []
         drops: dict[str, tuple[str, float]] = {}
         for i, (rid, _) in enumerate(items):
-            best, twin = -np.inf, ""
-            if self.n:
-                j = int(np.argmax(before[i]))
-                best, twin = float(before[i, j]), self.ids[j]
+            best, twin = float(before[i]), self.ids[where[i]] if where[i] >= 0 else ""
             if kept:
                 sims = within[i, kept]
                 k = int(np.argmax(sims))
@@ -131,19 +145,18 @@ class NearDuplicates:
                 drops[rid] = (twin, round(best, 4))
             else:
                 kept.append(i)
-        self._keep(vecs[kept], [items[i][0] for i in kept])
+        for i in kept:
+            self._keep(vecs[i], items[i][0])
         return drops
 
-    def _keep(self, vecs: Any, ids: list[str]) -> None:
+    def _keep(self, vec: Any, rid: str) -> None:
         import numpy as np
 
-        if self.n + len(ids) > len(self.vectors):  # grow by doubling
-            grown = np.zeros((max(2 * len(self.vectors), self.n + len(ids)), 384), np.float32)
-            grown[: self.n] = self.vectors[: self.n]
-            self.vectors = grown
-        self.vectors[self.n : self.n + len(ids)] = vecs
-        self.n += len(ids)
-        self.ids += ids
+        if self.n == len(self.slabs) * self.SLAB:
+            self.slabs.append(np.zeros((self.SLAB, vec.shape[0]), dtype=np.float32))
+        self.slabs[-1][self.n % self.SLAB] = vec
+        self.n += 1
+        self.ids.append(rid)
 
 
 @dataclass
