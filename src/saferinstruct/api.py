@@ -238,7 +238,7 @@ def induce(records: list[Record], cfg: RunConfig, run_dir: str | Path,
         )
     roles = resolve_roles(cfg, pool or Backends(cfg.cache))
     check_backends(cfg.induce, roles.induce, roles.forward)
-    return stream(records, [induce_step(cfg, roles)], RunDir(run_dir), total=len(records))[0]
+    return run_stage(induce_step(cfg, roles), records, RunDir(run_dir), total=len(records))
 
 
 def induce_step(cfg: RunConfig, roles: Roles) -> Step:
@@ -269,7 +269,7 @@ def _expert_stage(name: str, records: list[Record], cfg: RunConfig, run_dir: str
     """Run one expert stage over `records`."""
     expert = (pool or Backends(cfg.cache)).get(cfg.expert)
     step = expert_step(name, cfg, expert)
-    return stream(records, [step], RunDir(run_dir), total=len(records))[0]
+    return run_stage(step, records, RunDir(run_dir), total=len(records))
 
 
 def filter(records: list[Record], cfg: RunConfig, run_dir: str | Path,
@@ -608,14 +608,8 @@ def eval_recovery(
         backend = Backends(cache).get(model)
         check_backends(icfg, backend, None)
         run_ = RunDir(out_dir if out_dir else tempfile.mkdtemp(prefix="recovery-"))
-        result = run_stage(
-            "induce",
-            recovery.as_records(rows),
-            lambda chunk: induce_stage(chunk, backend, icfg),
-            run_,
-            total=len(rows),
-            backends=[backend],
-        )
+        step = Step("induce", lambda chunk: induce_stage(chunk, backend, icfg), [backend])
+        result = run_stage(step, recovery.as_records(rows), run_, total=len(rows))
         preds = [r.get("instruction") or "" for r in result.records]
     if not score:
         return {"rows": recovery.with_predictions(rows, preds)}

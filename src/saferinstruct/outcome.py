@@ -41,11 +41,11 @@ SETTINGS = {
 """(stage, grouped drop reason) -> the config key that decides it."""
 
 
-def lost_to_failures(records: Iterable[Record]) -> Counter[str]:
-    """Per stage, the records dropped because a model request failed (after retries)."""
-    return Counter(
-        dropped_at(r) or "?" for r in records if not is_kept(r) and FAILED in str(r["drop_reason"])
-    )
+def lost_at(record: Record) -> str | None:
+    """The stage where a failed model request (after retries) dropped the record, or None."""
+    if is_kept(record) or FAILED not in str(record["drop_reason"]):
+        return None
+    return dropped_at(record) or "?"
 
 
 def setting_value(cfg: RunConfig, key: str) -> Any:
@@ -85,7 +85,9 @@ def check(success: SuccessConfig, records: Iterable[Record], funnel: dict[str, A
     for record in records:
         n += 1
         pairs += is_kept(record)
-        lost.update(lost_to_failures([record]))
+        stage = lost_at(record)
+        if stage is not None:
+            lost[stage] += 1
     n_lost = sum(lost.values())
     if n_lost and n_lost > success.max_failed_share * n:
         where = ", ".join(f"{stage} {count}" for stage, count in sorted(lost.items()))

@@ -22,6 +22,7 @@ run pays again at most for the requests in flight.
 
     results = stream(load_sources(cfg.source), [Step("induce", fn, [model]), ...],
                      RunDir("runs/quick"), total=100)
+    result = run_stage(Step("filter", fn, [expert]), records, RunDir("runs/quick"))
 """
 
 from __future__ import annotations
@@ -112,18 +113,10 @@ def plan(backends: list[CachedBackend], flow: Flow) -> tuple[int, int]:
     return chunk, max(1, -(-2 * slots // chunk))
 
 
-def run_stage(
-    name: str,
-    records: Iterable[Record],
-    fn: Callable[[list[Record]], list[Record]],
-    run: RunDir,
-    *,
-    total: int | None = None,
-    backends: Iterable[CachedBackend] = (),
-    flow: Flow | None = None,
-) -> StageResult:
+def run_stage(step: Step, records: Iterable[Record], run: RunDir, *,
+              total: int | None = None) -> StageResult:  # fmt: skip
     """One stage on its own (a stage command): `stream` with one step."""
-    return stream(records, [Step(name, fn, list(backends))], run, total=total, flow=flow)[0]
+    return stream(records, [step], run, total=total)[0]
 
 
 def stream(records: Iterable[Record], steps: list[Step], run: RunDir, *,
@@ -215,9 +208,10 @@ class _Pipeline:
                 stage.pool.shutdown(wait=False, cancel_futures=True)
         if self.failure is not None:
             raise self.failure
-        for stage in self.stages:
-            log.info("stage %s: %s", stage.step.name, json.dumps(stage.result().summary()))
-        return [s.result() for s in self.stages]
+        results = [stage.result() for stage in self.stages]
+        for result in results:
+            log.info("stage %s: %s", result.name, json.dumps(result.summary()))
+        return results
 
     def _thread(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
         def guarded() -> None:
