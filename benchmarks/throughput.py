@@ -8,7 +8,8 @@ own peak RSS and CPU time); requests are counted at the server. Requests/s are o
 stages that send them (00-04: the streamed stages' span, the serial stages' sum); the
 run's whole time (assemble, funnel and report too) is beside. The limit is C / L
 requests/s. One request per text and stage (respond.candidates=1, no refusal classifier:
-the runner is measured, not the classifier's CPU time).
+the runner is measured, not the classifier's CPU time). `--memory` gives the peak RSS of
+the whole run and that of its first `stages_s` seconds (the streamed stages), sampled.
 Runners compared in the same run:
 
 - `streamed`: the runner now (every stage at once, records flowing on);
@@ -44,22 +45,31 @@ FLOWS = {"streamed": "Flow()", "serial16": "Flow(serial=True, chunk=16)",
          "serial8c": "Flow(serial=True, chunk=8 * {c})"}  # fmt: skip
 
 CHILD = """
-import json, resource, sys, time
+import json, resource, sys, threading, time
 from saferinstruct.threads import choose
 choose()
 from saferinstruct import api
 from saferinstruct.runner import Flow
 cfg = api.load_config({config!r}, {overrides!r})
 api.use_input(cfg, {texts!r})
+samples = []  # (seconds since start, RSS MB) every 0.5 s: where the peak came
+def sample():
+    while True:
+        with open("/proc/self/status") as f:
+            rss = int(f.read().split("VmRSS:")[1].split()[0]) / 1024
+        samples.append((time.perf_counter() - start, rss))
+        time.sleep(0.5)
 start = time.perf_counter()
+threading.Thread(target=sample, daemon=True).start()
 summary = api.run(cfg, {out!r}, flow={flow})
 seconds = time.perf_counter() - start
 stages = [s["seconds"] for s in summary["stages"][1:]]
+span = max(stages) if {streamed} else sum(stages)
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({{"seconds": seconds, "pairs": sum(summary["dataset"].values()),
-                  "stage_seconds": max(stages) if {streamed} else sum(stages),
-                  "cpu_s": usage.ru_utime + usage.ru_stime,
-                  "peak_rss_mb": usage.ru_maxrss / 1024}}))
+                  "stage_seconds": span, "cpu_s": usage.ru_utime + usage.ru_stime,
+                  "peak_rss_mb": usage.ru_maxrss / 1024,
+                  "peak_rss_stages_mb": max(r for t, r in samples if t <= span)}}))
 """
 
 
@@ -104,7 +114,8 @@ def one(flow: str, n: int, concurrency: int, latency: float) -> dict[str, float]
            "stages_s": round(child["stage_seconds"], 1), "wall_s": round(wall, 1),
            "req_per_s": round(rate, 1), "cpu_s": round(child["cpu_s"], 1),
            "peak_in_flight": peak, "pairs": child["pairs"],
-           "peak_rss_mb": round(child["peak_rss_mb"], 1)}  # fmt: skip
+           "peak_rss_mb": round(child["peak_rss_mb"], 1),
+           "peak_rss_stages_mb": round(child["peak_rss_stages_mb"], 1)}  # fmt: skip
     if latency > 0:
         out["over_limit"] = round(rate / (concurrency / latency), 3)
     print(f"{flow}: {json.dumps(out)}", file=sys.stderr)

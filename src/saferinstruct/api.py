@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import __version__, outcome
+from . import __version__, memory, outcome
 from .config import (
     AssembleConfig,
     ModelConfig,
@@ -478,6 +478,7 @@ def _run_locked(cfg: RunConfig, run_: RunDir, n_sources: int, limit: int | None,
              "%d texts", n_sources)  # fmt: skip
     results = stream(load_sources(cfg.source, limit), steps, run_, total=n_sources, flow=flow)
     results = results[1:]  # sources: no model calls
+    memory.release()  # the streamed stages' freed buffers, before assemble's vectors
     last = stage_number("assemble")
     log.info("run: stage %02d/%02d assemble", last, last)
     judged = run_.stage("judge")

@@ -97,7 +97,10 @@ def assign_splits(scores: dict[str, float], test_fraction: float) -> dict[str, s
 class NearDuplicates:
     """Instructions with MiniLM cosine >= threshold to an earlier kept one, found a block
     at a time; keeps the vectors of the kept instructions only (not their texts), in
-    slabs of `SLAB` rows (no copy as they grow)."""
+    slabs of `SLAB` rows (no copy as they grow), stored as float16: half the memory of
+    float32 (73 MB for 100,000 kept instructions), cosines within ~1e-3. Every vector is
+    rounded to float16 before any comparison, so a pair scores the same within a block
+    and across blocks: the result does not depend on `BLOCK` or `SLAB`."""
 
     SLAB = 8192
 
@@ -116,7 +119,7 @@ class NearDuplicates:
         where = np.full(len(vecs), -1)
         for k, slab in enumerate(self.slabs):
             rows = min(self.SLAB, self.n - k * self.SLAB)
-            sims = vecs @ slab[:rows].T
+            sims = vecs @ slab[:rows].astype(np.float32).T
             j = sims.argmax(axis=1)
             top = sims[np.arange(len(vecs)), j]
             better = top > best
@@ -129,7 +132,8 @@ class NearDuplicates:
 
         if not items:
             return {}
-        vecs = embed([instruction for _, instruction in items]).astype(np.float32)
+        vecs = embed([instruction for _, instruction in items]).astype(np.float16)
+        vecs = vecs.astype(np.float32)  # the stored precision, compared in float32
         before, where = self._best_before(vecs)
         within = vecs @ vecs.T
         kept: list[int] = []
@@ -153,7 +157,7 @@ class NearDuplicates:
         import numpy as np
 
         if self.n == len(self.slabs) * self.SLAB:
-            self.slabs.append(np.zeros((self.SLAB, vec.shape[0]), dtype=np.float32))
+            self.slabs.append(np.zeros((self.SLAB, vec.shape[0]), dtype=np.float16))
         self.slabs[-1][self.n % self.SLAB] = vec
         self.n += 1
         self.ids.append(rid)
