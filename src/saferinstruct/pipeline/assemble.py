@@ -98,7 +98,8 @@ class NearDuplicates:
     """Instructions with MiniLM cosine >= threshold to an earlier kept one, found a block
     at a time; keeps the vectors of the kept instructions only (not their texts), in
     slabs of `SLAB` rows (no copy as they grow), stored as float16: half the memory of
-    float32 (73 MB for 100,000 kept instructions), cosines within ~1e-3. Every vector is
+    float32 (73 MB for 100,000 kept instructions); cosines move by 1.2e-4 at most
+    (all pairs of 714 AlpacaEval instructions, measured). Every vector is
     rounded to float16 before any comparison, so a pair scores the same within a block
     and across blocks: the result does not depend on `BLOCK` or `SLAB`."""
 
