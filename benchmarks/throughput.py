@@ -50,14 +50,13 @@ from saferinstruct.threads import choose
 choose()
 from saferinstruct import api
 from saferinstruct.runner import Flow
+from saferinstruct.memory import resident_mb
 cfg = api.load_config({config!r}, {overrides!r})
 api.use_input(cfg, {texts!r})
 samples = []  # (seconds since start, RSS MB) every 0.5 s: where the peak came
 def sample():
     while True:
-        with open("/proc/self/status") as f:
-            rss = int(f.read().split("VmRSS:")[1].split()[0]) / 1024
-        samples.append((time.perf_counter() - start, rss))
+        samples.append((time.perf_counter() - start, resident_mb()))
         time.sleep(0.5)
 start = time.perf_counter()
 threading.Thread(target=sample, daemon=True).start()

@@ -8,11 +8,7 @@ import threading
 import pytest
 
 from saferinstruct import memory
-
-
-def resident_mb() -> float:
-    with open("/proc/self/status") as f:
-        return int(f.read().split("VmRSS:")[1].split()[0]) / 1024
+from saferinstruct.memory import resident_mb
 
 
 def churn_in_a_thread(n: int = 160_000) -> list[bytes]:

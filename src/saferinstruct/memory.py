@@ -7,12 +7,12 @@ run against a local endpoint: 840 MB resident when the stages ended, 704 MB afte
 `release()`, and assemble's peak went from 883 to 784 MB.
 
     release()   # after a phase that freed much, before one that allocates much
+    resident_mb()   # what the process holds now (Linux), for benchmarks and tests
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import sys
 
@@ -25,10 +25,15 @@ def release() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim  # the C library the process already runs
     except (OSError, AttributeError):
         return False
     trim.argtypes = [ctypes.c_size_t]
     trim(0)
     return True
+
+
+def resident_mb() -> float:
+    """The process's resident memory now, in MB (VmRSS; Linux only)."""
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0]) / 1024

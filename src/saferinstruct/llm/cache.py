@@ -82,8 +82,8 @@ PAGE_CACHE_KB = 256
 """SQLite's page cache per connection (its default is 2 MB). An endpoint backend stores
 answers from each of its request threads, so there are up to `max_concurrency`
 connections: at 2 MB each, 64 threads storing 250,000 answers grew by 32 MB, at 256 KB
-by 10 MB (measured in a loop of that pattern);
-lookups that miss this cache are served by the OS's."""
+by 10 MB (measured in a loop of that pattern); lookups that miss this cache are served
+by the OS's."""
 
 
 class CallCache:
