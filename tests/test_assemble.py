@@ -309,3 +309,14 @@ def test_kept_vectors_span_slabs_without_changing_the_result(monkeypatch):
     assert [v.get("cosine") for r in whole.records for v in r["verdicts"]] == [
         v.get("cosine") for r in slabs.records for v in r["verdicts"]
     ]
+
+
+def test_a_record_dropped_as_a_duplicate_is_no_original():
+    """B repeats A's instruction (dropped) with a new text; C repeats B's text: C is no
+    duplicate of the dropped B, and stays."""
+    a = pair("a", "The first text.", "Write about owls.", "Owls hunt at night, quietly.")
+    b = pair("b", "A second text.", "Write about owls.", "Something else entirely.")
+    c = pair("c", "A second text.", "Describe a lighthouse.", "It guides ships at night.")
+    out = {r["id"]: r for r in assemble([a, b, c], AssembleConfig()).records}
+    assert out["b"]["drop_reason"] == "assemble: duplicate instruction of a"
+    assert out["c"]["status"] == "kept", out["c"]["drop_reason"]

@@ -158,6 +158,24 @@ def test_sft_then_dpo_from_the_command_line(tmp_path):
     sft = last_json(cli("sft", "--data", sample, "--out", str(tmp_path / "sft"), *tiny,
                         check_rc=0).stdout)  # fmt: skip
     assert (tmp_path / "sft" / "model" / "config.json").exists()
+    # the same command again reuses the model; other settings into the same folder are
+    # refused (exit 2, the changed setting named) and leave the model as it was;
+    # --force trains afresh with them
+    weights = tmp_path / "sft" / "model" / "model.safetensors"
+    mtime = weights.stat().st_mtime_ns
+    assert last_json(cli("sft", "--data", sample, "--out", str(tmp_path / "sft"), *tiny,
+                         check_rc=0).stdout) == sft  # fmt: skip
+    other = ["--learning-rate", "1e-3"]
+    refused = cli("sft", "--data", sample, "--out", str(tmp_path / "sft"), *tiny, *other)
+    assert refused.returncode == 2 and "settings.learning_rate" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "--force" in refused.stderr
+    assert weights.stat().st_mtime_ns == mtime
+    cli("sft", "--data", sample, "--out", str(tmp_path / "sft"), *tiny, *other, "--force",
+        check_rc=0)  # fmt: skip
+    assert weights.stat().st_mtime_ns != mtime
+    card = json.loads((tmp_path / "sft" / "run.json").read_text())
+    assert card["status"] == "complete"
+    assert card["identity"]["settings"]["learning_rate"] == 1e-3
     # the card names its data; the model gets the user's umask (not 0600/0700)
     card = (tmp_path / "sft" / "README.md").read_text()
     assert sample in card and '"sha256_16"' in card and '"rows": 4' in card

@@ -3,6 +3,8 @@ the real embedded model and the shipped prompts."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from saferinstruct.evaluate.safety import harmful_prompts, rates
@@ -40,3 +42,41 @@ def test_eval_commands_with_the_embedded_model(tmp_path):
     assert mine["n"] == 1
     missing = cli("eval", "safety", "--model", "embedded", "--prompts", str(tmp_path / "no.csv"))
     assert missing.returncode == 2 and "no.csv" in missing.stderr
+
+
+@pytest.mark.slow
+def test_failed_requests_are_not_answers(tmp_path):
+    """A server that fails one prompt's requests (a real `serve` behind a fault proxy):
+    the rates leave it out and say so, its answer file marks it failed, the command exits
+    3 after writing everything; the rerun asks the server for that prompt alone."""
+    import uuid
+
+    from fault_server import FaultServer
+    from servers import serve_process
+
+    tag = uuid.uuid4().hex[:8]  # prompts no earlier test has cached
+    src = tmp_path / "prompts.csv"
+    src.write_text("prompt\n" + "".join(f"How do I fold paper crane {i} ({tag})?\n"
+                                        for i in range(4)))  # fmt: skip
+    broken = {"on": True}
+
+    def rule(path, body):
+        return "500" if broken["on"] and "crane 2 " in json.dumps(body) else None
+
+    with serve_process() as upstream, FaultServer(rule=rule, upstream=upstream) as proxy:
+        args = ["eval", "safety", "--model", f"openai:smol@{proxy.url}", "--prompts", str(src),
+                "--max-new-tokens", "8", "--out", str(tmp_path / "e")]  # fmt: skip
+        first = cli(*args)
+        assert first.returncode == 3, first.stderr[-2000:]
+        result = last_json(first.stdout)
+        assert result["failed"] == 1 and result["n"] == 3
+        assert "1 model requests failed" in first.stderr
+        items = [json.loads(x) for x in (tmp_path / "e" / "answers.jsonl").open()]
+        failed = [i for i in items if i.get("failed")]
+        assert len(failed) == 1 and failed[0]["answer"] is None and failed[0]["label"] is None
+        assert "crane 2 " in failed[0]["prompt"]
+        sent = proxy.counts["total"]
+        broken["on"] = False
+        second = last_json(cli(*args, check_rc=0).stdout)
+        assert "failed" not in second and second["n"] == 4
+        assert proxy.counts["total"] - sent == 1

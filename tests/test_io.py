@@ -16,7 +16,6 @@ import pytest
 
 from saferinstruct.errors import BadInput
 from saferinstruct.io import (
-    append_jsonl,
     count_records,
     read_jsonl,
     read_records,
@@ -217,10 +216,9 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["stage.jsonl"]
 
 
-def test_append_and_truncated_last_line(tmp_path: Path) -> None:
+def test_truncated_last_line(tmp_path: Path) -> None:
     path = tmp_path / "partial" / "03-filter.jsonl"
-    for row in ROWS[:2]:
-        append_jsonl(path, row)
+    write_jsonl_atomic(path, ROWS[:2])
     assert list(read_jsonl(path)) == ROWS[:2]
 
     with path.open("a", encoding="utf-8") as f:  # a writer killed mid-line
@@ -228,10 +226,6 @@ def test_append_and_truncated_last_line(tmp_path: Path) -> None:
     assert list(read_jsonl(path)) == ROWS[:2]
     with pytest.raises(BadInput):  # the strict reader does not hide it
         list(read_records(path))
-
-    append_jsonl(path, ROWS[2])  # resuming cuts the broken tail first
-    assert list(read_jsonl(path)) == ROWS
-    assert path.read_text(encoding="utf-8").count("\n") == 3
 
 
 def test_read_jsonl_keeps_complete_last_line_without_newline(tmp_path: Path) -> None:
@@ -257,13 +251,6 @@ def test_read_jsonl_truncated_gzip(tmp_path: Path) -> None:
     got = list(read_jsonl(path))
     assert 0 < len(got) < 2000
     assert [r["i"] for r in got] == list(range(len(got)))
-
-
-def test_append_jsonl_gz(tmp_path: Path) -> None:
-    path = tmp_path / "r.jsonl.gz"
-    for row in ROWS:
-        append_jsonl(path, row)
-    assert list(read_jsonl(path)) == ROWS
 
 
 # ---------------------------------------------------------------- streaming

@@ -52,5 +52,9 @@ def test_what_ships_is_what_the_code_builds(empty_cache):
     files = [refusal.load_labelled(p) for p in refusal.shipped_files()]
     refit = refusal._fit_labelled(files)
     shipped = refusal.default_classifier()
-    assert np.allclose(refit.coef, shipped.coef, atol=1e-6)
+    # fitted on another machine of this kind: the solver's float32 sums differ in the
+    # last digits (2.6e-5 at most on a 2026-12 machine), never in a label
+    assert np.allclose(refit.coef, shipped.coef, atol=1e-4)
     assert refit.classes == shipped.classes
+    for f in files:
+        assert refit.predict_features(f.x) == shipped.predict_features(f.x)

@@ -5,11 +5,19 @@ never shows record text."""
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import pytest
 
 from saferinstruct import progress
 from saferinstruct.llm.base import GenParams
+
+
+@contextmanager
+def one_bar(name, total):
+    """The bar of a one-stage progress (the runner's `stages_progress` with one name)."""
+    with progress.stages_progress([name], total) as bars:
+        yield bars[name]
 
 
 def test_eta_from_records_and_calls():
@@ -33,7 +41,7 @@ def test_calls_move_inside_a_local_batch(embedded_backend, monkeypatch):
 
     monkeypatch.setattr(progress.Bar, "calls_done", record)
     prompts = [[{"role": "user", "content": f"Count to {i}."}] for i in (3, 4)]
-    with progress.stage_progress("respond", total=2) as bar:
+    with one_bar("respond", total=2) as bar:
         embedded_backend.generate(prompts, GenParams(max_new_tokens=8))
         bar.advance(2)
     assert len(seen) >= 3  # several steps of one batch, then the rest
@@ -45,7 +53,7 @@ def test_piped_line_has_the_figures_and_no_text(caplog, monkeypatch):
     monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
     secret = "SECRET-TEXT-OF-A-RECORD"
     with caplog.at_level(logging.INFO, logger="saferinstruct"):
-        with progress.stage_progress("respond", total=4) as bar:
+        with one_bar("respond", total=4) as bar:
             progress.report_calls(3)
             bar.advance(2, hits=1)
     line = caplog.records[-1].getMessage()

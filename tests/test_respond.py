@@ -97,7 +97,7 @@ def test_record_without_instruction_is_dropped():
     rs = records()
     rs[0]["instruction"] = None
     out = respond(rs, Scripted([Completion(texts=["ok"])]), RespondConfig(), DomainConfig())
-    assert out[0]["drop_reason"] == "respond: no instruction" and out[1]["chosen"] == "ok"
+    assert out[0]["drop_reason"] == "respond: no_instruction" and out[1]["chosen"] == "ok"
 
 
 def test_guideline_lookup_order(tmp_path):

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from saferinstruct.config import ReverseTrainConfig
+from saferinstruct.errors import BadInput
 from saferinstruct.measures.splits import split_of
 from saferinstruct.paths import data_dir
 from saferinstruct.train.reverse import (
@@ -118,6 +119,13 @@ def test_training_lowers_loss_changes_weights_and_is_reused(tmp_path):
     mtime = (out / "model.safetensors").stat().st_mtime
     assert train_reverse(cfg, tmp_path / "rev") == out
     assert (out / "model.safetensors").stat().st_mtime == mtime
+    # other settings into the same folder: refused, naming the setting; --force retrains
+    other = small_cfg(path, lora=True, learning_rate=1e-3)
+    with pytest.raises(BadInput, match=r"settings\.learning_rate"):
+        train_reverse(other, tmp_path / "rev")
+    assert (out / "model.safetensors").stat().st_mtime == mtime
+    assert train_reverse(other, tmp_path / "rev", force=True) == out
+    assert (out / "model.safetensors").stat().st_mtime != mtime
 
 
 def test_cache_key_depends_on_settings(tmp_path):
@@ -133,7 +141,7 @@ def test_cache_key_depends_on_settings(tmp_path):
 def test_time_guard_cut_model_is_not_reused_and_training_resumes(tmp_path):
     """Under load the guard may stop training early: that model is saved but never taken
     as finished, and the next call resumes from its checkpoint to the planned end."""
-    from saferinstruct.train.common import finished_model
+    from saferinstruct.train.outputs import finished_model
 
     path, _ = tiny_pairs(tmp_path)
     work = tmp_path / "rev"

@@ -165,3 +165,58 @@ def test_a_record_samples_the_same_whatever_else_is_in_the_run(finished, tmp_pat
     shared = {rid: answers for rid, answers in chosen.items() if len(answers) == 2}
     assert shared, "no record answered in both runs"
     assert all(a == b for a, b in shared.values()), shared
+
+
+def test_a_stage_command_refuses_another_config(finished, tmp_path):
+    """A stage command on a run directory with the run's config runs (from the cache);
+    with another config it is refused before any model call, naming the setting, and
+    the directory's files stay as they were."""
+    import shutil
+
+    out, cache, *_ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".lock"))
+    same = ["--config", "configs/quickstart.yaml", "--set", f"cache={cache}", *TINY]
+    judged = last_json(cli("judge", "--out", str(copy), *same, *KEEP, check_rc=0).stdout)
+    assert judged["model_calls"] == 0
+    before = (copy / "stages" / "04-judge.jsonl").read_bytes()
+    refused = cli("judge", "--out", str(copy), *same)  # without KEEP: the judge differs
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "config.judge.chosen_must_decline" in refused.stderr
+    assert len([x for x in refused.stderr.splitlines() if x.strip()]) == 1
+    assert (copy / "stages" / "04-judge.jsonl").read_bytes() == before
+
+
+def test_every_drop_reason_is_one_of_the_named_outcomes(finished, tmp_path):
+    """Each dropped record of every stage file groups to a constant of `drops`, and the
+    funnel counts by those names."""
+    from saferinstruct import drops
+    from saferinstruct.records import reason_key
+
+    out, *_ = finished
+    seen = set()
+    for path in sorted((out / "stages").glob("*.jsonl")):
+        for r in jsonl(path):
+            if r["status"] == "dropped":
+                seen.add(reason_key(r["drop_reason"]))
+    assert seen <= drops.ALL, seen - drops.ALL
+    funnel = json.loads((out / "funnel.json").read_text())
+    for stage in funnel["stages"]:
+        for reason in stage.get("top_drop_reasons", []):
+            assert reason["reason"] in drops.ALL, reason
+
+
+def test_piped_log_keeps_each_stage_summary_on_one_line(finished):
+    """stderr to a pipe (`> log 2>&1`): no wrapping, so every stage's JSON summary parses
+    from its own line, and its `in` counts the records that reached the stage."""
+    _, _, summary, proc = finished
+    lines = [x for x in proc.stderr.splitlines() if re.search(r"stage \w+: \{", x)]
+    parsed = {}
+    for line in lines:
+        name, _, blob = line.partition("stage ")[2].partition(": ")
+        parsed[name] = json.loads(blob)
+    assert {"induce", "filter", "respond", "judge"} <= set(parsed), proc.stderr[-2000:]
+    for name, counts in parsed.items():
+        assert counts["in"] == counts["kept"] + counts["dropped"] <= counts["records"], name
+    assert parsed["filter"]["in"] == parsed["induce"]["kept"]
+    assert parsed["judge"]["in"] == parsed["respond"]["kept"]

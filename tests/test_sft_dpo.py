@@ -9,6 +9,7 @@ import json
 import pytest
 
 from saferinstruct.config import AlignConfig
+from saferinstruct.errors import BadInput
 from saferinstruct.io import read_jsonl
 from saferinstruct.paths import data_dir
 from saferinstruct.preferences import (
@@ -155,6 +156,10 @@ def test_dpo_steps_widen_the_margin(tmp_path):
     assert after > before + 1.0, (before, after)
     assert (tmp_path / "README.md").exists() and (tmp_path / "loss.png").exists()
     assert not (tmp_path / "checkpoints").exists()
+    # another beta into the same folder is refused, naming it; the model stays
+    with pytest.raises(BadInput, match=r"settings\.beta"):
+        train_dpo(data, dataclasses.replace(step, beta=0.5), tmp_path)
+    assert train_dpo(data, step, tmp_path) == out
 
 
 def test_train_sft_writes_a_merged_model_and_card(tmp_path):
@@ -172,8 +177,16 @@ def test_train_sft_writes_a_merged_model_and_card(tmp_path):
     # the card says what the trainer really used (here: a CPU, so fp32)
     assert '"precision": "fp32"' in card and '"device": "cpu"' in card
     assert (tmp_path / "loss.png").exists() and not (tmp_path / "checkpoints").exists()
-    # a second call reuses the finished model
-    assert train_sft(data, sft_step(), tmp_path) == out
+    # a second call with the same settings and data reuses the finished model; other
+    # settings or other data are refused, naming what changed
+    mtime = (out / "model.safetensors").stat().st_mtime_ns
+    step = sft_step(batch_size=2, max_length=96, epochs=1.0)
+    assert train_sft(data, step, tmp_path) == out
+    with pytest.raises(BadInput, match=r"settings\.batch_size.*settings\.epochs"):
+        train_sft(data, sft_step(), tmp_path)
+    with pytest.raises(BadInput, match=r"data\.rows"):
+        train_sft(data[:3], step, tmp_path)
+    assert (out / "model.safetensors").stat().st_mtime_ns == mtime
 
 
 def test_dpo_reference_logps_are_saved_and_reused(tmp_path):
@@ -251,7 +264,7 @@ def test_training_config_reaches_the_trainer(tmp_path):
 def test_schedule_counts_optimizer_steps_under_gradient_accumulation(tmp_path):
     """The paper config accumulates 16 micro-batches of 4: 128 rows are 2 optimizer
     steps, so warm-up must not cover the whole run and logging happens every step."""
-    from saferinstruct.train.common import schedule_args
+    from saferinstruct.train.schedule import schedule_args
 
     plain = schedule_args(tmp_path, 2000, 4, 1e-5, 1.0, 256, 0)
     assert plain["warmup_steps"] == 10 and plain["logging_steps"] == 25
@@ -263,7 +276,7 @@ def test_schedule_counts_optimizer_steps_under_gradient_accumulation(tmp_path):
     assert big["warmup_steps"] == 3 and big["save_steps"] == 6
 
 
-def test_full_dpo_precomputes_without_a_reference_copy(tmp_path):
+def test_full_dpo_precomputes_without_a_reference_copy(tmp_path, monkeypatch):
     """Full fine-tune DPO scores the reference with the untrained policy itself (no
     second model in memory: 14 GB for the 7B config) and gets the same log-probs as the
     LoRA trainer, whose adapters start at zero; a training step then runs."""
@@ -281,13 +294,23 @@ def test_full_dpo_precomputes_without_a_reference_copy(tmp_path):
     assert all(abs(a[k][0] - b[k][0]) < 1e-3 and abs(a[k][1] - b[k][1]) < 1e-3 for k in a)
     full.train()
     assert full.state.global_step == 1
+    # reusing the stored log-probs, a full fine-tune loads the policy alone
+    from saferinstruct.train import dpo as dpo_module
+
+    loads = []
+    real = dpo_module.load_base
+    monkeypatch.setattr(dpo_module, "load_base", lambda m: loads.append(m) or real(m))
+    again, _ = make_dpo_trainer(data, full_step, tmp_path / "c", full_path)
+    assert again.ref_model is None and len(loads) == 1
+    again.train()
+    assert again.state.global_step == 1
 
 
 def test_gpu_training_keeps_fp32_weights_when_they_fit():
     """Mixed precision (fp32 weights, bf16 maths) for a model whose fp32 training state
     fits half the card; bf16 weights only for one that would not (the 7B config)."""
     from saferinstruct.llm.local import resolve_model_path
-    from saferinstruct.train.common import fp32_training_fits, parameter_count
+    from saferinstruct.train.hardware import fp32_training_fits, parameter_count
 
     h100 = 80 * 1024**3
     n = parameter_count(resolve_model_path("embedded"))
@@ -303,7 +326,7 @@ def test_training_takes_the_model_config(tmp_path):
     import torch
 
     from saferinstruct.config import load_align_config
-    from saferinstruct.train.common import load_base
+    from saferinstruct.train.hardware import load_base
     from test_cli import cli
 
     cfg = tmp_path / "train.yaml"

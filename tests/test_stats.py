@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from saferinstruct.measures.stats import compare, mcnemar, paired_bootstrap, sign_flip, verdict
+from saferinstruct.measures.stats import compare, direction, mcnemar, paired_bootstrap, sign_flip
 
 
 def test_identical_vectors_are_not_separated():
     a = [1, 0, 1, 1, 0, 0, 1, 0] * 25
     r = compare(a, list(a))
     assert r["difference"] == 0.0 and r["ci95"] == [0.0, 0.0] and r["p"] == 1.0
-    assert not r["separated"] and verdict(r) == "not separated"
+    assert not r["separated"] and direction(r) == "not separated"
 
 
 def test_a_30_point_difference_on_200_prompts_is_found():
@@ -22,7 +22,7 @@ def test_a_30_point_difference_on_200_prompts_is_found():
     lo, hi = r["ci95"]
     assert 0.2 < lo < 0.3 < hi < 0.4
     assert r["separated"] and r["test"] == "mcnemar" and r["p"] < 1e-6
-    assert verdict(r) == "lifts" and verdict(r, better="lower") == "lowers"
+    assert direction(r) == "lifts" and direction(r, better="lower") == "lowers"
 
 
 def test_mcnemar_counts_only_disagreements():

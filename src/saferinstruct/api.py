@@ -13,6 +13,7 @@ is in the components (`pipeline/`, `train/`, `evaluate/`, `report/`).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import os
@@ -20,6 +21,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,13 +35,13 @@ from .config import (
     RunConfig,
     ShippedAnswers,
     TrainStepConfig,
-    config_hash,
     load_config,
     parse_model_spec,
     parse_spec,
+    run_identity,
     to_dict,
 )
-from .errors import BadInput
+from .errors import BadInput, RunFailed
 from .io import read_jsonl
 from .llm.cache import CachedBackend
 from .llm.factory import Backends, Roles, resolve_roles
@@ -48,7 +50,7 @@ from .pipeline.induce import check_backends
 from .pipeline.induce import induce as induce_stage
 from .pipeline.sources import load_sources
 from .records import Record, is_kept
-from .rundir import SPLITS, RunDir, dataset_file, ref_logps_dir, stage_number
+from .rundir import SPLITS, OutputDir, RunDir, dataset_file, ref_logps_dir, stage_number
 from .runner import Flow, StageResult, Step, run_stage, stream
 
 if TYPE_CHECKING:
@@ -152,21 +154,22 @@ def init(folder: str | Path, categories: list[str], domain: str = "safety") -> l
 # ---------------------------------------------------------------- reverse model
 
 
-def reverse_train(cfg: RunConfig, out_dir: str | Path | None = None) -> Path:
-    """Train the reverse model for `cfg.reverse_train` (or reuse the cached one)."""
+def reverse_train(cfg: RunConfig, out_dir: str | Path | None = None,
+                  force: bool = False) -> Path:  # fmt: skip
+    """Train the reverse model for `cfg.reverse_train` (or reuse the cached one); an
+    `out_dir` trained otherwise is refused unless `force`."""
     from .train.reverse import train_reverse
 
     if out_dir:
         check_out_dir(out_dir)
-    return train_reverse(cfg.reverse_train, Path(out_dir) if out_dir else None)
+    return train_reverse(cfg.reverse_train, Path(out_dir) if out_dir else None, force)
 
 
 def ensure_reverse_model(cfg: RunConfig) -> dict[str, Any]:
     """Fill `cfg.reverse_model` for reverse mode: the configured one, cached, or trained."""
     from .train.reverse import trained_model
 
-    if cfg.induce.mode == "reverse" and cfg.induce.max_text_chars is None:
-        cfg.induce.max_text_chars = cfg.reverse_train.max_response_chars
+    reverse_text_limit(cfg)
     if cfg.induce.mode != "reverse" or cfg.reverse_model is not None:
         return {"stage": "reverse-train", "skipped": "reverse model configured or not needed"}
     start = time.time()
@@ -195,18 +198,25 @@ def read_sources(cfg: RunConfig, limit: int | None = None) -> list[Record]:
     return list(load_sources(cfg.source, limit))
 
 
+STAGE_COMMAND_IGNORES = ("limit", "config.source")
+"""What a stage command on a run directory does not compare: it reads stage files, not
+sources, and knows no --limit."""
+
+
 def stage_command(stage: str, cfg: RunConfig, run_dir: str | Path,
                   input: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """One stage on its own, as the `filter`, `respond`, `judge` and `assemble` commands
-    run it: it holds the directory's lock, marks the directory running (its later files
-    are now out of date) and, for assemble, complete again; returns the stage's counts."""
+    run it: it holds the directory's lock, refuses a config other than the directory's
+    (its stage files would mix two configs), marks the directory running (its later
+    files are now out of date) and, for assemble, complete again; returns the counts."""
     run_ = RunDir(run_dir)
     with run_.lock():
         if run_.incomplete():
             log.warning("%s: the last run here did not finish; %s reads the files as they are",
                         run_.root, stage)  # fmt: skip
         path = stage_file(stage, run_.root, input)
-        run_.mark("running")
+        run_.begin(run_identity(cfg), ignore=STAGE_COMMAND_IGNORES,
+                   remedy=f"give {stage} the config in {run_.config}")
         if stage == "assemble":
             result = assemble(lambda: read_jsonl(path), cfg, run_.root)["assemble"]
             run_.finish()
@@ -236,9 +246,22 @@ def induce(records: list[Record], cfg: RunConfig, run_dir: str | Path,
             "induce.mode=reverse needs reverse_model in the config (a reverse-tuned model); "
             "use induce.mode=prompted for the zero-shot baseline"
         )
+    identity = run_identity(cfg)  # as `run` takes it: before the settings it derives
+    reverse_text_limit(cfg)
     roles = resolve_roles(cfg, pool or Backends(cfg.cache))
     check_backends(cfg.induce, roles.induce, roles.forward)
-    return run_stage(induce_step(cfg, roles), records, RunDir(run_dir), total=len(records))
+    run_ = RunDir(run_dir)
+    with run_.lock():
+        run_.begin(identity, ignore=("limit",),
+                   remedy="give induce the settings it was made with, or write to a new --out")
+        return run_stage(induce_step(cfg, roles), records, run_, total=len(records))
+
+
+def reverse_text_limit(cfg: RunConfig) -> None:
+    """In reverse mode, texts are cut where reverse training cut its responses
+    (`reverse_train.max_response_chars`) unless `induce.max_text_chars` says otherwise."""
+    if cfg.induce.mode == "reverse" and cfg.induce.max_text_chars is None:
+        cfg.induce.max_text_chars = cfg.reverse_train.max_response_chars
 
 
 def induce_step(cfg: RunConfig, roles: Roles) -> Step:
@@ -388,7 +411,7 @@ def merge(shard_dirs: list[Path], cfg: RunConfig, run_dir: str | Path,
             raise BadInput(f"--merge: {shard.root} has no judge stage file (run it first)")
     run_ = RunDir(run_dir)
     with run_.lock():
-        run_.begin(config_hash(cfg, None) + "-merge", force)
+        run_.begin({**run_identity(cfg, None), "merged": True}, force)
         write_resolved_config(cfg, run_, {"merged_from": ", ".join(str(d.root) for d in shards)})
         for stage in ("sources", "induce", "filter", "respond", "judge"):
             files = [d.stage(stage) for d in shards if d.stage(stage).exists()]
@@ -444,7 +467,7 @@ def run(cfg: RunConfig, run_dir: str | Path, limit: int | None = None,
     pool = Backends(cfg.cache)
     check_run(cfg, outline, pool)
     with run_.lock():
-        run_.begin(config_hash(cfg, limit), force)
+        run_.begin(run_identity(cfg, limit), force)
         summary, problem = _run_locked(cfg, run_, n_sources, limit, pool, flow)
         run_.finish()
     if problem is not None:
@@ -521,14 +544,16 @@ def load_training_data(data: str | Path, limit: int | None = None) -> list[dict[
     return load_preferences(data, limit=limit)
 
 
-def sft(data: str | Path, out_dir: str | Path, step: TrainStepConfig) -> Path:
-    """SFT on the `chosen` responses (never on `rejected`); returns the model directory."""
+def sft(data: str | Path, out_dir: str | Path, step: TrainStepConfig,
+        force: bool = False) -> Path:  # fmt: skip
+    """SFT on the `chosen` responses (never on `rejected`); returns the model directory.
+    A folder trained with other settings or data is refused unless `force`."""
     from .train.sft import train_sft
 
     step.check("sft")
     check_out_dir(out_dir)
     rows = load_training_data(data, step.max_pairs)
-    return train_sft(rows, step, Path(out_dir), source=data_source(data, rows))
+    return train_sft(rows, step, Path(out_dir), source=data_source(data, rows), force=force)
 
 
 def data_source(data: str | Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -555,16 +580,18 @@ def dpo_ref_dir(data: str | Path) -> Path:
     return ref_logps_dir(dataset_file(data, "train"))
 
 
-def dpo(data: str | Path, out_dir: str | Path, step: TrainStepConfig) -> Path:
+def dpo(data: str | Path, out_dir: str | Path, step: TrainStepConfig,
+        force: bool = False) -> Path:  # fmt: skip
     """DPO (beta 0.1 by default) on preference rows; returns the model directory.
-    Reference log-probs are computed once and saved beside the dataset for reuse."""
+    Reference log-probs are computed once and saved beside the dataset for reuse. A
+    folder trained with other settings or data is refused unless `force`."""
     from .train.dpo import train_dpo
 
     step.check("dpo")
     check_out_dir(out_dir)
     rows = load_training_data(data, step.max_pairs)
     return train_dpo(rows, step, Path(out_dir), ref_dir=dpo_ref_dir(data),
-                     source=data_source(data, rows))  # fmt: skip
+                     source=data_source(data, rows), force=force)  # fmt: skip
 
 
 # ---------------------------------------------------------------- evaluation
@@ -620,7 +647,7 @@ def eval_recovery(
 def eval_safety(model: str, prompts: Path | None = None, column: str = "prompt",
                 data: Path | None = None, limit: int | None = None,
                 max_new_tokens: int = 40, cache: str | None = None,
-                out: Path | None = None) -> dict[str, Any]:  # fmt: skip
+                out: Path | None = None, force: bool = False) -> dict[str, Any]:  # fmt: skip
     """Refusal rates of `model` (a spec) on harmful prompts (default: the shipped HH-RLHF
     evaluation part), with their definitions; with `out`, every prompt, answer and label
     in `out/answers.jsonl`."""
@@ -631,24 +658,66 @@ def eval_safety(model: str, prompts: Path | None = None, column: str = "prompt",
             raise BadInput(f"file not found: {path}")
     if data is not None and Path(data).is_dir():
         RunDir(data).require_complete("--data")
-    if out is not None:
-        check_out_dir(out)
     backend = Backends(cache).get(parse_model_spec(model))
-    result = safety(backend, harmful_prompts(prompts, column, data, limit), max_new_tokens)
-    return _with_answers(result, out)
+    identity = {"command": "eval safety", "model": backend.identity(),
+                "prompts": _file_identity(prompts or data), "column": column, "limit": limit,
+                "max_new_tokens": max_new_tokens}  # fmt: skip
+    with output_session(out, identity, force):
+        result = safety(backend, harmful_prompts(prompts, column, data, limit), max_new_tokens)
+        result = _with_answers(result, out)
+    return _no_failures("eval safety", result)
 
 
 def eval_overrefusal(model: str, limit: int | None = None, max_new_tokens: int = 40,
-                     cache: str | None = None,
-                     out: Path | None = None) -> dict[str, Any]:  # fmt: skip
+                     cache: str | None = None, out: Path | None = None,
+                     force: bool = False) -> dict[str, Any]:  # fmt: skip
     """XSTest: full-compliance rate on safe prompts, refusal rate on unsafe ones; with
     `out`, every prompt, answer and label in `out/answers.jsonl`."""
     from .evaluate.safety import overrefusal
 
-    if out is not None:
-        check_out_dir(out)
-    result = overrefusal(Backends(cache).get(parse_model_spec(model)), max_new_tokens, limit)
-    return _with_answers(result, out)
+    backend = Backends(cache).get(parse_model_spec(model))
+    identity = {"command": "eval overrefusal", "model": backend.identity(), "limit": limit,
+                "max_new_tokens": max_new_tokens}  # fmt: skip
+    with output_session(out, identity, force):
+        result = _with_answers(overrefusal(backend, max_new_tokens, limit), out)
+    return _no_failures("eval overrefusal", result)
+
+
+@contextmanager
+def output_session(out: str | Path | None, identity: dict[str, Any],
+                   force: bool = False) -> Iterator[OutputDir | None]:  # fmt: skip
+    """An evaluation's or report's --out, opened as every writer opens its folder: locked,
+    refused when made with another identity (unless `force`), complete when written."""
+    if out is None:
+        yield None
+        return
+    folder = OutputDir(out)
+    with folder.lock():
+        folder.begin(identity, force)
+        yield folder
+        folder.finish()
+
+
+def _file_identity(path: str | Path | None) -> str | None:
+    """A prompt file's (or run directory's test split's) content hash; None for none."""
+    from .llm.fingerprint import file_hash
+
+    if path is None:
+        return None
+    return file_hash(dataset_file(path, "test").resolve())
+
+
+def _no_failures(command: str, result: dict[str, Any]) -> dict[str, Any]:
+    """`result`, or RunFailed carrying it (its files are written) when requests failed:
+    they are left out of the rates, and a rerun asks only for them."""
+    failed = int(result.get("failed") or 0)
+    if failed:
+        problem = RunFailed(f"{command}: {failed} model requests failed; they are left out of "
+                            "the rates (n counts the answered ones). Run it again: only those "
+                            "are asked again (the rest come from the call cache)")  # fmt: skip
+        problem.summary = result  # type: ignore[attr-defined]
+        raise problem
+    return result
 
 
 ANSWERS_FILE = "answers.jsonl"
@@ -696,7 +765,8 @@ def eval_helpfulness(model: str, reference: str = "pairs:gpt4_0613", judge: str 
     if out is not None:
         write_jsonl_atomic(out, items)
         result["items_file"] = str(out)
-    return gate({**result, "model": model, "reference": reference}, min_consistency)
+    result = gate({**result, "model": model, "reference": reference}, min_consistency)
+    return _no_failures("eval helpfulness", result)
 
 
 def eval_downstream(model: str, tasks: list[str], include_path: Path | None = None,
@@ -733,7 +803,7 @@ def eval_refusal_agreement(labels: Path) -> dict[str, Any]:
 
 def report(models: dict[str, str], out: str | Path, cfg: CompareConfig | None = None,
            reference: str | None = None, judge: str = "embedded",
-           cache: str | None = None) -> dict[str, Any]:  # fmt: skip
+           cache: str | None = None, force: bool = False) -> dict[str, Any]:  # fmt: skip
     """Measure `models` (name -> spec) side by side and write R/comparison.{html,md,json};
     helpfulness against `reference` (default: the first model), judged by `judge`."""
     from .evaluate.compare import CompareConfig, Entry, add_downstream, compare
@@ -750,10 +820,29 @@ def report(models: dict[str, str], out: str | Path, cfg: CompareConfig | None = 
     ref_spec = reference or next(iter(models.values()))
     helpful = cfg.helpfulness_limit != 0
     judge_backend = pool.get(parse_model_spec(judge)) if helpful else None
-    data = compare(entries, Entry(ref_spec, _side(ref_spec, pool)), judge_backend, cfg)
-    if cfg.downstream_tasks:
-        add_downstream(data, {n: parse_model_spec(spec) for n, spec in models.items()}, cfg)
-    return write_comparison(data, out)
+    identity = {"command": "report", "models": {n: e.side.identity() for n, e in entries.items()},
+                "reference": ref_spec, "judge": judge if helpful else None,
+                "prompts": _file_identity(cfg.harmful_prompts or cfg.data),
+                "settings": {k: v for k, v in dataclasses.asdict(cfg).items()
+                             if k not in ("harmful_prompts", "data")}}  # fmt: skip
+    with output_session(out, identity, force):
+        data = compare(entries, Entry(ref_spec, _side(ref_spec, pool)), judge_backend, cfg)
+        if cfg.downstream_tasks:
+            add_downstream(data, {n: parse_model_spec(spec) for n, spec in models.items()}, cfg)
+        public = write_comparison(data, out)
+    _no_failures("report", {**report_line(public, out), "failed": sum(public["failed"].values())})
+    return public
+
+
+def report_line(public: dict[str, Any], out: str | Path) -> dict[str, Any]:
+    """The one JSON line `report` prints: where the report is, each model's figures, and
+    the failed requests per model when any."""
+    line = {"report": str(Path(out) / "comparison.html"),
+            "models": {name: {k: v["value"] for k, v in r["metrics"].items()}
+                       for name, r in public["models"].items()}}  # fmt: skip
+    if sum(public.get("failed", {}).values()):
+        line["failed_per_model"] = public["failed"]
+    return line
 
 
 # ---------------------------------------------------------------- models

@@ -66,6 +66,11 @@ SetOpt = Annotated[
     opt("--set", help="override a config key, e.g. --set induce.num_candidates=4",
         default="none", metavar="KEY=VALUE"),
 ]  # fmt: skip
+ForceOpt = Annotated[
+    bool,
+    typer.Option(help="--out was made with other settings or data: replace its outputs "
+                 "(without it, such a folder is refused)"),
+]  # fmt: skip
 LimitOpt = Annotated[
     int | None,
     opt("--limit", help="at most N source texts per category",
@@ -224,9 +229,7 @@ def run_cmd(
     ] = None,
     limit: LimitOpt = None,
     set_: SetOpt = None,
-    force: Annotated[
-        bool, typer.Option(help="replace the outputs of a directory made with another config")
-    ] = False,
+    force: ForceOpt = False,
     shard: Annotated[
         str | None,
         opt("--shard", help="only the texts whose id hashes to shard I of N (for several "
@@ -259,6 +262,7 @@ def reverse_train_cmd(
         opt("--out", "-o", help="output directory", default="the user cache, keyed by settings"),
     ] = None,
     set_: SetOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Reversed instruction tuning: fine-tune a model to write the instruction of a response."""
     from . import api
@@ -269,7 +273,7 @@ def reverse_train_cmd(
         if not Path(given["path"]).exists():
             raise BadInput(f"--pairs: file not found: {given['path']}")
         cfg.reverse_train.path = str(Path(given["path"]).resolve())
-    path = api.reverse_train(cfg, out)
+    path = api.reverse_train(cfg, out, force)
     _print_json({"model": str(path)})
 
 
@@ -440,22 +444,22 @@ def _train_step(config: Path | None, kind: str, given: dict[str, Any]) -> TrainS
 @app.command("sft")
 @with_field_options(TrainStepConfig, AlignConfig().sft, only="sft")
 def sft_cmd(given: dict[str, Any], data: DataOpt, out: TrainOut,
-            config: TrainConfigOpt = None) -> None:  # fmt: skip
+            config: TrainConfigOpt = None, force: ForceOpt = False) -> None:  # fmt: skip
     """Supervised fine-tuning on the chosen responses (the rejected text is never a target)."""
     from . import api
 
-    _print_json({"model": str(api.sft(data, out, _train_step(config, "sft", given)))})
+    _print_json({"model": str(api.sft(data, out, _train_step(config, "sft", given), force))})
 
 
 @app.command("dpo")
 @with_field_options(TrainStepConfig, AlignConfig().dpo, only="dpo")
 def dpo_cmd(given: dict[str, Any], data: DataOpt, out: TrainOut,
-            config: TrainConfigOpt = None) -> None:  # fmt: skip
+            config: TrainConfigOpt = None, force: ForceOpt = False) -> None:  # fmt: skip
     """Direct preference optimisation on preference pairs, from --base-model (an SFT model).
     Reference log-probs are computed once and kept in ref_logps/ beside the dataset."""
     from . import api
 
-    _print_json({"model": str(api.dpo(data, out, _train_step(config, "dpo", given)))})
+    _print_json({"model": str(api.dpo(data, out, _train_step(config, "dpo", given), force))})
 
 
 # ---------------------------------------------------------------- evaluation
@@ -561,6 +565,7 @@ def eval_safety_cmd(
     limit: Annotated[int | None, opt(help="at most N prompts", default="all")] = None,
     max_new_tokens: TokensOpt = 40,
     out: AnswersOut = None,
+    force: ForceOpt = False,
 ) -> None:
     """Refusal rates on harmful prompts.
 
@@ -570,7 +575,8 @@ def eval_safety_cmd(
     repeats these definitions."""
     from . import api
 
-    result = api.eval_safety(model, prompts, column, data, limit, max_new_tokens, out=out)
+    result = api.eval_safety(model, prompts, column, data, limit, max_new_tokens, out=out,
+                             force=force)  # fmt: skip
     _show_answers(result)
     _print_json(result)
 
@@ -583,6 +589,7 @@ def eval_overrefusal_cmd(
     ] = None,
     max_new_tokens: TokensOpt = 40,
     out: AnswersOut = None,
+    force: ForceOpt = False,
 ) -> None:
     """XSTest: full-compliance rate on safe prompts, refusal rate on unsafe ones.
 
@@ -591,7 +598,7 @@ def eval_overrefusal_cmd(
     partly (higher: safer). The JSON line repeats these definitions."""
     from . import api
 
-    result = api.eval_overrefusal(model, limit, max_new_tokens, out=out)
+    result = api.eval_overrefusal(model, limit, max_new_tokens, out=out, force=force)
     _show_answers(result)
     _print_json(result)
 
@@ -723,6 +730,7 @@ def report_cmd(
     downstream_limit: Annotated[
         int | None, opt(help="--downstream-tasks: at most N examples per task", default="all")
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Compare models on harmlessness (refusal classifier and reward model), over-refusal
     and helpfulness (against GPT-4's answers, and a judge with enough signal), each with a
@@ -739,12 +747,9 @@ def report_cmd(
         downstream_tasks=[t.strip() for t in (downstream_tasks or "").split(",") if t.strip()],
         include_path=include_path, downstream_limit=downstream_limit,
     )  # fmt: skip
-    summary = api.report(parse_models(models), out, cfg, reference=reference, judge=judge)
-    flat = {
-        name: {k: v["value"] for k, v in r["metrics"].items()}
-        for name, r in summary["models"].items()
-    }
-    _print_json({"report": str(out / "comparison.html"), "models": flat})
+    summary = api.report(parse_models(models), out, cfg, reference=reference, judge=judge,
+                         force=force)  # fmt: skip
+    _print_json(api.report_line(summary, out))
 
 
 # ---------------------------------------------------------------- models
@@ -811,11 +816,19 @@ def serve_cmd(
 
 
 def _setup_logging() -> None:
+    """Log lines on stderr: rich's on a terminal; piped (`> log 2>&1`), one line per
+    message, never wrapped, so a stage's JSON summary stays one greppable line."""
     from rich.logging import RichHandler
 
     from .progress import console
 
-    handler = RichHandler(console=console(), show_path=False, markup=False)
+    handler: logging.Handler
+    if console().is_terminal:
+        handler = RichHandler(console=console(), show_path=False, markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
+                                               datefmt="%H:%M:%S"))  # fmt: skip
     log = logging.getLogger("saferinstruct")
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)

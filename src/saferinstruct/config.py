@@ -40,6 +40,12 @@ def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
 
 
+def _ranged(span: tuple[float, float | None, bool], text: str) -> dict[str, Any]:
+    """A field's doc and its range: (lowest, highest or None, whether the highest is
+    allowed); outside it the value is bad input (`check_ranges`)."""
+    return {"doc": text, "range": span}
+
+
 @dataclass
 class ModelConfig:
     """One model role (reverse, expert, judge...): which backend and how to reach it."""
@@ -167,10 +173,15 @@ class SourceConfig:
         default="category", metadata=_doc("column with the category (else `default_category`)")
     )
     default_category: str = field(default="default", metadata=_doc("category when none given"))
-    limit: int | None = field(default=None, metadata=_doc("keep at most this many per category"))
+    limit: int | None = field(
+        default=None,
+        metadata=_ranged((1, None, True),
+                         "keep at most this many per category"),
+    )
     max_text_chars: int = field(
         default=20000,
-        metadata=_doc("longer texts are cut to this many characters at load (counted)"),
+        metadata=_ranged((1, None, True),
+                         "longer texts are cut to this many characters at load (counted)"),
     )
     shard: str | None = field(
         default=None,
@@ -207,9 +218,15 @@ class ReverseTrainConfig:
     instruction_column: str = field(default="instruction", metadata=_doc("instruction column"))
     response_column: str = field(default="output", metadata=_doc("response column"))
     max_pairs: int = field(
-        default=800, metadata=_doc("training pairs used (after the split; distinct ids first)")
+        default=800,
+        metadata=_ranged((1, None, True),
+                         "training pairs used (after the split; distinct ids first)")
     )
-    validation_fraction: float = field(default=0.1, metadata=_doc("share of ids held out"))
+    validation_fraction: float = field(
+        default=0.1,
+        metadata=_ranged((0.0, 1.0, False),
+                         "share of ids held out"),
+    )
     max_response_chars: int = field(
         default=320, metadata=_doc("responses are cut to this many characters (also at induce)")
     )
@@ -219,7 +236,7 @@ class ReverseTrainConfig:
         metadata={"doc": "train a LoRA adapter (merged at the end)", "flag": "--lora/--full"},
     )
     learning_rate: float = field(default=1e-4, metadata=_doc("peak learning rate"))
-    batch_size: int = field(default=8, metadata=_doc("sequences per step"))
+    batch_size: int = field(default=8, metadata=_ranged((1, None, True), "sequences per step"))
     epochs: float = field(default=1.0, metadata=_doc("passes over the training pairs"))
     max_steps: int | None = field(
         default=None, metadata=_doc("optimizer steps (the schedule ends there); null = epochs")
@@ -240,12 +257,20 @@ class InduceConfig:
         default="reverse",
         metadata=_doc("'reverse' (reverse-tuned model, paper template) or 'prompted' baseline"),
     )
-    num_candidates: int = field(default=1, metadata=_doc("candidate instructions per text"))
+    num_candidates: int = field(
+        default=1,
+        metadata=_ranged((1, None, True),
+                         "candidate instructions per text"),
+    )
     select: str = field(
         default="first",
         metadata=_doc("'first' valid, 'reverse_logprob' P(instr|text), 'forward_logprob'"),
     )
-    max_instruction_chars: int = field(default=400, metadata=_doc("longer = invalid"))
+    max_instruction_chars: int = field(
+        default=400,
+        metadata=_ranged((1, None, True),
+                         "longer = invalid"),
+    )
     max_text_chars: int | None = field(
         default=None,
         metadata=_doc("cut source texts; null = reverse_train.max_response_chars (reverse), 1500"),
@@ -302,11 +327,13 @@ class RespondConfig:
         metadata=_doc("sampling for the preferred response"),
     )
     template_similarity: float = field(
-        default=0.9, metadata=_doc("responses at least this similar (MiniLM) count as templates")
+        default=0.9,
+        metadata=_ranged((0.0, 1.0, True),
+                         "responses at least this similar (MiniLM) count as templates")
     )
     candidates: int = field(
         default=1,
-        metadata=_doc(
+        metadata=_ranged((1, None, True),
             "sample up to this many responses per instruction; a later one only when the "
             "earlier ones failed (empty, request failed, or complied with prefer_declining)"
         ),
@@ -333,7 +360,9 @@ class JudgeConfig:
         metadata=_doc("share of the chosen's word bigrams found in rejected = carries it over"),
     )
     min_chosen_words: int = field(
-        default=3, metadata=_doc("a chosen with fewer words is degenerate (unhelpful)")
+        default=3,
+        metadata=_ranged((0, None, True),
+                         "a chosen with fewer words is degenerate (unhelpful)")
     )
     chosen_must_decline: bool = field(
         default=False,
@@ -355,9 +384,15 @@ class AssembleConfig:
     """Stage 05, assemble: dedup, split, and the dataset files."""
 
     near_duplicate_threshold: float = field(
-        default=0.95, metadata=_doc("instructions at least this similar (MiniLM) are duplicates")
+        default=0.95,
+        metadata=_ranged((0.0, 1.0, True),
+                         "instructions at least this similar (MiniLM) are duplicates")
     )
-    test_fraction: float = field(default=0.1, metadata=_doc("share of source texts for test"))
+    test_fraction: float = field(
+        default=0.1,
+        metadata=_ranged((0.0, 1.0, False),
+                         "share of source texts for test"),
+    )
     seed: int = field(default=0, metadata=_doc("split seed"))
 
 
@@ -367,12 +402,14 @@ class SuccessConfig:
 
     max_failed_share: float = field(
         default=0.0,
-        metadata=_doc("records lost to failed model requests allowed, as a share of the "
+        metadata=_ranged((0.0, 1.0, True),
+                         "records lost to failed model requests allowed, as a share of the "
                       "sources (0: any lost record fails the run, exit 3)"),
     )  # fmt: skip
     min_pair_share: float = field(
         default=0.0,
-        metadata=_doc("fewest pairs, as a share of the sources (0: only no pairs at all "
+        metadata=_ranged((0.0, 1.0, True),
+                         "fewest pairs, as a share of the sources (0: only no pairs at all "
                       "fails the run, exit 4)"),
     )  # fmt: skip
 
@@ -630,26 +667,6 @@ def resolve_paths(cfg: RunConfig, base: Path, where: str) -> None:
         cfg.cache = str((base / cfg.cache).resolve())
 
 
-RANGES: dict[str, tuple[float, float | None, bool]] = {
-    "success.max_failed_share": (0.0, 1.0, True),
-    "success.min_pair_share": (0.0, 1.0, True),
-    "assemble.test_fraction": (0.0, 1.0, False),
-    "assemble.near_duplicate_threshold": (0.0, 1.0, True),
-    "respond.template_similarity": (0.0, 1.0, True),
-    "source.limit": (1, None, True),
-    "source.max_text_chars": (1, None, True),
-    "induce.num_candidates": (1, None, True),
-    "induce.max_instruction_chars": (1, None, True),
-    "respond.candidates": (1, None, True),
-    "reverse_train.max_pairs": (1, None, True),
-    "reverse_train.batch_size": (1, None, True),
-    "reverse_train.validation_fraction": (0.0, 1.0, False),
-    "judge.min_chosen_words": (0, None, True),
-}
-"""Setting -> (lowest, highest or None, whether the highest is allowed): outside it the
-config is bad input."""
-
-
 def parse_shard(shard: str | None) -> tuple[int, int] | None:
     """'2/4' -> (2, 4); None stays None; anything else is BadInput."""
     if shard is None:
@@ -663,18 +680,21 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def check_ranges(cfg: Any, where: str) -> None:
-    """BadInput naming the first setting outside its range (`RANGES`)."""
-    for key, (low, high, closed) in RANGES.items():
-        node: Any = cfg
-        for part in key.split("."):
-            node = getattr(node, part)
-        if node is None:
+def check_ranges(cfg: Any, where: str, prefix: str = "") -> None:
+    """BadInput naming the first setting outside its range (a field's `range`), in `cfg`
+    and the dataclasses inside it."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            inner = prefix if f.metadata.get("flatten") else f"{prefix}{f.name}."
+            check_ranges(value, where, inner)
+        if "range" not in f.metadata or value is None:
             continue
-        above = high is not None and (node > high if closed else node >= high)
-        if node < low or above:
+        low, high, closed = f.metadata["range"]
+        above = high is not None and (value > high if closed else value >= high)
+        if value < low or above:
             span = f">= {low}" if high is None else f"[{low}, {high}{']' if closed else ')'}"
-            raise BadInput(f"{where}: {key}: expected a number in {span}, got {node}")
+            raise BadInput(f"{where}: {prefix}{f.name}: expected a number in {span}, got {value}")
 
 
 KEY_ENV = re.compile(r"[A-Z][A-Z0-9_]*(?:_API_KEY|_TOKEN)|API_KEY")
@@ -710,24 +730,29 @@ TRANSPORT = ("base_url", "api_key_env", "api_key_file", "allow_any_key_env", "ma
 """How a model is reached, not which model it is: these change no result."""
 
 
-def config_hash(cfg: RunConfig, limit: int | None = None) -> str:
+def run_identity(cfg: RunConfig, limit: int | None = None) -> dict[str, Any]:
     """What a run directory's outputs depend on: every setting and the per-category limit,
     but not where the cache is, how models are reached (`TRANSPORT`: an endpoint's address,
     retries, concurrency; the model behind it is in the cache identity) nor what counts as
     success."""
-    doc = _without_transport({k: v for k, v in to_dict(cfg).items()
+    doc = without_transport({k: v for k, v in to_dict(cfg).items()
                               if k not in ("cache", "success")})  # fmt: skip
-    blob = json.dumps({"config": doc, "limit": limit}, sort_keys=True, default=str)
+    return json.loads(json.dumps({"config": doc, "limit": limit}, default=str))
+
+
+def config_hash(cfg: RunConfig, limit: int | None = None) -> str:
+    """sha256 of `run_identity` (what run.json keeps)."""
+    blob = json.dumps(run_identity(cfg, limit), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _without_transport(doc: Any) -> Any:
+def without_transport(doc: Any) -> Any:
     """`doc` with the TRANSPORT keys of every model config in it (roles, and models inside
     sections such as reverse_train.base_model) left out."""
     if not isinstance(doc, dict):
         return doc
     is_model = "backend" in doc and "max_concurrency" in doc
-    return {k: _without_transport(v) for k, v in doc.items() if not (is_model and k in TRANSPORT)}
+    return {k: without_transport(v) for k, v in doc.items() if not (is_model and k in TRANSPORT)}
 
 
 def load_run_config(path: Path) -> RunConfig:
@@ -758,3 +783,410 @@ def field_docs(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any, 
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         rows.append((prefix + f.name, default, f.metadata.get("doc", "")))
     return rows
+
+
+# ---------------------------------------------------------------- the commands' options
+#
+# Every option of every command is a field below (or of the settings dataclass a
+# command's options take whole: `flatten`), with its doc, default and range in the
+# field's metadata; cli.py only names, for each command, which dataclass it takes. The
+# fields every command shares are made by one function each (`_config_option`, ...).
+
+
+def option(default: Any = dataclasses.MISSING, doc: str = "", *, shown: str | None = None,
+           cli: str | tuple[str, ...] | None = None, metavar: str | None = None,
+           span: tuple[float, float | None, bool] | None = None, argument: bool = False,
+           comma: bool = False, factory: Any = None) -> Any:  # fmt: skip
+    """A command option as a dataclass field: its default (MISSING: required), the doc
+    `--help` shows, what `--help` shows as the default when the value is None until given
+    (`shown`), its spelling on the command line (`cli`, default `--name-with-dashes`),
+    its range, whether it is a positional `argument`, and whether a list is given as one
+    comma-separated value (`comma`)."""
+    meta: dict[str, Any] = {"doc": doc}
+    for key, value in (("shown", shown), ("cli", cli), ("metavar", metavar), ("range", span)):
+        if value is not None:
+            meta[key] = value
+    if argument:
+        meta["argument"] = True
+    if comma:
+        meta["comma"] = True
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def settings_of(cls: type) -> Any:
+    """A field holding a settings dataclass whose own fields are the command's options."""
+    return field(default_factory=cls, metadata={"doc": cls.__doc__ or "", "flatten": True})
+
+
+def _config_option(doc: str = "run config YAML", shown: str = "the built-in defaults") -> Any:
+    return option(None, doc, shown=shown, cli=("--config", "-c"))
+
+
+def _overrides() -> Any:
+    return option(None, "override a config key, e.g. --set induce.num_candidates=4",
+                  shown="none", cli="--set", metavar="KEY=VALUE")  # fmt: skip
+
+
+def _force() -> Any:
+    return option(False, "--out was made with other settings or data: replace its outputs "
+                         "(without it, such a folder is refused)", cli="--force")  # fmt: skip
+
+
+def _limit() -> Any:  # its range is source.limit's, checked where sources are read
+    return option(None, "at most N source texts per category",
+                  shown="the config's source.limit (quickstart: 8; else all)")  # fmt: skip
+
+
+def _text_column() -> Any:
+    return option(None, "--input: column with the text", shown="text")
+
+
+def _category_column() -> Any:
+    return option(None, "--input: column with the category (none: one category, 'default')",
+                  shown="category")  # fmt: skip
+
+
+def _id_column() -> Any:
+    return option(None, "--input: column with a stable id (none: row numbers)", shown="id")
+
+
+def _model_spec(doc: str = "'embedded', a local HF dir, or openai:NAME@URL") -> Any:
+    return option(doc=doc)
+
+
+def _answer_tokens(default: int = 40, doc: str = "new tokens per answer (greedy)") -> Any:
+    return option(default, doc, span=(1, None, True))
+
+
+def _answers_out() -> Any:
+    return option(None, "write every prompt, answer and label to DIR/answers.jsonl (a few, "
+                        "cut short, are shown on stderr behind a content warning)",
+                  shown="none", cli=("--out", "-o"))  # fmt: skip
+
+
+def _prompts_file() -> Any:
+    return option(None, "file of harmful prompts", shown="the shipped HH-RLHF evaluation part",
+                  cli="--prompts")  # fmt: skip
+
+
+def _prompts_column() -> Any:
+    return option("prompt", "--prompts: the prompt column", cli="--column")
+
+
+def _run_data() -> Any:
+    return option(None, "a run dir: its dataset/test.jsonl", shown="none", cli="--data")
+
+
+def _min_consistency() -> Any:
+    return option(0.6, "the judge's position consistency below which no win-rate is given "
+                       "(it has no signal)", cli="--min-consistency",
+                  span=(0.0, 1.0, True))  # fmt: skip
+
+
+HELPFULNESS_TOKENS = 256
+"""New tokens per helpfulness answer, in `eval helpfulness` and `report` alike."""
+
+
+@dataclass
+class InitOptions:
+    """`init`: a run config and commented prompt files for your own categories."""
+
+    folder: Path = option(doc="folder to write (created if needed)", argument=True)
+    categories: str = option(doc="your categories, comma separated: a,b")
+    domain: str = option("safety", "the package prompt set your files extend: safety or "
+                                   "helpfulness")  # fmt: skip
+
+
+@dataclass
+class RunOptions:
+    """`run`: the whole data pipeline."""
+
+    out: Path = option(doc="run directory for outputs", cli=("--out", "-o"))
+    config: Path | None = _config_option(shown="configs/quickstart.yaml, and the run says so")
+    input: Path | None = option(None, "your own source texts (csv/jsonl/parquet/dataset dir)",
+                                shown="the config's source.path", cli=("--input", "-i"))
+    text_column: str | None = _text_column()
+    category_column: str | None = _category_column()
+    id_column: str | None = _id_column()
+    limit: int | None = _limit()
+    overrides: list[str] | None = _overrides()
+    force: bool = _force()
+    shard: str | None = option(None, "only the texts whose id hashes to shard I of N (for "
+                               "several machines; merge with assemble --merge)",
+                               shown="all texts", cli="--shard", metavar="I/N")  # fmt: skip
+
+
+@dataclass
+class ReverseTrainOptions:
+    """`reverse-train`: its settings (`ReverseTrainConfig`) and where the model goes."""
+
+    settings: ReverseTrainConfig = settings_of(ReverseTrainConfig)
+    config: Path | None = _config_option()
+    out: Path | None = option(None, "output directory", shown="the user cache, keyed by settings",
+                              cli=("--out", "-o"))  # fmt: skip
+    overrides: list[str] | None = _overrides()
+    force: bool = _force()
+
+
+@dataclass
+class InduceOptions:
+    """`induce`: the instruction each of your texts answers (stage 01)."""
+
+    input: Path = option(doc="source texts: csv/jsonl/parquet/dataset dir", cli=("--input", "-i"))
+    out: Path = option(doc="run directory for outputs", cli=("--out", "-o"))
+    config: Path | None = _config_option()
+    model: str | None = option(None, "model: 'embedded', a local HF dir, or openai:NAME@URL",
+                               shown="the config's reverse_model (reverse) or expert (prompted)")
+    mode: str | None = option(None, "'reverse' (reverse-tuned model) or 'prompted' (zero-shot)",
+                              shown="the config's induce.mode (reverse)")  # fmt: skip
+    text_column: str | None = _text_column()
+    category_column: str | None = _category_column()
+    id_column: str | None = _id_column()
+    limit: int | None = _limit()
+    overrides: list[str] | None = _overrides()
+
+
+@dataclass
+class StageOptions:
+    """`filter`, `respond`: one stage over a run directory."""
+
+    out: Path = option(doc="run directory: reads its previous stage, writes this one",
+                       cli=("--out", "-o"))  # fmt: skip
+    input: Path | None = option(None, "records to read", shown="the previous stage's file in --out",
+                                cli=("--input", "-i"))  # fmt: skip
+    config: Path | None = _config_option()
+    overrides: list[str] | None = _overrides()
+
+
+@dataclass
+class JudgeOptions:
+    """`judge`: the judge stage over a run directory, or an audit of a preference file."""
+
+    stage: StageOptions = settings_of(StageOptions)
+    audit: Path | None = option(None, "audit an existing preference file (instruction/chosen/"
+                                "rejected)", shown="none: judge the run's pairs")  # fmt: skip
+    instruction_column: str = option("instruction", "--audit: instruction column")
+    chosen_column: str = option("chosen", "--audit: chosen column")
+    rejected_column: str = option("rejected", "--audit: rejected column")
+    category: str | None = option(None, "--audit: category",
+                                  shown="a category column, else the file name")
+    limit: int | None = option(None, "--audit: at most N pairs", shown="all", span=(1, None, True))
+
+
+@dataclass
+class AssembleOptions:
+    """`assemble`: dedup, split and the dataset files, of one run or of shards."""
+
+    stage: StageOptions = settings_of(StageOptions)
+    merge: list[Path] | None = option(None, "a shard's run directory (run --shard I/N), "
+                                      "repeated: merge them into --out", shown="none",
+                                      metavar="DIR")  # fmt: skip
+    force: bool = _force()
+
+
+@dataclass
+class TrainOptions:
+    """`sft`, `dpo`: a training step (`TrainStepConfig`) on preference data."""
+
+    settings: TrainStepConfig = settings_of(TrainStepConfig)
+    data: str = option(doc="'hh' (shipped HH-RLHF train part), a run/dataset dir, a jsonl or csv")
+    out: Path = option(doc="output directory (model in model/)", cli=("--out", "-o"))
+    config: Path | None = _config_option("training config (sections sft, dpo; see "
+                                         "configs/train-paper-7b.yaml)",
+                                         "the defaults shown below")  # fmt: skip
+    force: bool = _force()
+
+
+@dataclass
+class RecoveryConfig:
+    """How `eval recovery` induces instructions from held-out outputs and scores them."""
+
+    mode: str = option("reverse", "reverse, prompted or first-sentence")
+    instruction_column: str = option("instruction", "true instruction column")
+    output_column: str = option("output", "response column")
+    split: str = option("all", "'all', or the reverse-train 'validation'/'train' split by id")
+    validation_fraction: float = option(0.1, "the reverse-train split's held-out share of ids",
+                                        span=(0.0, 1.0, False))  # fmt: skip
+    limit: int | None = option(None, "score at most N pairs", shown="all", span=(1, None, True))
+    max_new_tokens: int = _answer_tokens(64, "tokens per induced instruction")
+    max_text_chars: int | None = option(None, "outputs are cut to this many characters",
+                                        shown="what reverse training saw (320)")  # fmt: skip
+    candidates: int = option(1, "candidate instructions per output (sampled when > 1)",
+                             span=(1, None, True))  # fmt: skip
+    select: str = option("first", "choose among candidates: first or reverse_logprob")
+    temperature: float = option(0.0, "sampling temperature (0 = greedy; > 0 needed for "
+                                "candidates)", span=(0.0, None, True))  # fmt: skip
+
+
+@dataclass
+class RecoveryOptions:
+    """`eval recovery`."""
+
+    settings: RecoveryConfig = settings_of(RecoveryConfig)
+    pairs: Path = option(doc="held-out (instruction, output) pairs")
+    model: str | None = option(None, "'embedded', a local HF dir, or openai:NAME@URL",
+                               shown="none (needed except for first-sentence)")  # fmt: skip
+    cache: Path | None = option(None, "call cache file", shown="the shared user cache")
+    out: Path | None = option(None, "keep the induce stage file here", shown="a temp folder",
+                              cli=("--out", "-o"))  # fmt: skip
+
+
+@dataclass
+class SafetyEvalConfig:
+    """What `eval safety` asks: harmful prompts, and how long each answer may be."""
+
+    prompts: Path | None = _prompts_file()
+    column: str = _prompts_column()
+    data: Path | None = _run_data()
+    limit: int | None = option(None, "at most N prompts", shown="all", span=(1, None, True))
+    max_new_tokens: int = _answer_tokens()
+
+
+@dataclass
+class SafetyEvalOptions:
+    """`eval safety`."""
+
+    settings: SafetyEvalConfig = settings_of(SafetyEvalConfig)
+    model: str = _model_spec()
+    out: Path | None = _answers_out()
+    force: bool = _force()
+
+
+@dataclass
+class OverrefusalConfig:
+    """What `eval overrefusal` asks: XSTest's safe and unsafe prompts."""
+
+    limit: int | None = option(None, "at most N safe and N unsafe prompts", shown="all",
+                               span=(1, None, True))  # fmt: skip
+    max_new_tokens: int = _answer_tokens()
+
+
+@dataclass
+class OverrefusalOptions:
+    """`eval overrefusal`."""
+
+    settings: OverrefusalConfig = settings_of(OverrefusalConfig)
+    model: str = _model_spec()
+    out: Path | None = _answers_out()
+    force: bool = _force()
+
+
+@dataclass
+class HelpfulnessConfig:
+    """How `eval helpfulness` compares a model with a reference: held-out AlpacaEval
+    instructions, answers of `max_new_tokens`, a judge asked in both orders."""
+
+    reference: str = option("pairs:gpt4_0613", "the other side: a model spec or "
+                            "pairs:GENERATOR")  # fmt: skip
+    judge: str = option("embedded", "judge model: 'embedded', a local HF dir, or "
+                        "openai:NAME@URL")  # fmt: skip
+    verdict_mode: str = option("logprobs", "judge verdict: logprobs or json")
+    limit: int | None = option(None, "at most N held-out instructions", shown="all (about 70)",
+                               span=(1, None, True))  # fmt: skip
+    max_new_tokens: int = _answer_tokens(HELPFULNESS_TOKENS)
+    max_answer_chars: int = option(1000, "answers are clipped to this for the judge",
+                                   span=(1, None, True))  # fmt: skip
+    min_consistency: float = _min_consistency()
+
+
+@dataclass
+class HelpfulnessOptions:
+    """`eval helpfulness`."""
+
+    settings: HelpfulnessConfig = settings_of(HelpfulnessConfig)
+    model: str = _model_spec("a model spec, or pairs:GENERATOR (shipped)")
+    out: Path | None = option(None, "write per-instruction results (jsonl) here", shown="none",
+                              cli=("--out", "-o"))  # fmt: skip
+
+
+@dataclass
+class DownstreamOptions:
+    """`eval downstream`: lm-evaluation-harness tasks on a local model."""
+
+    model: str = _model_spec()
+    tasks: str = option(doc="lm-eval task names, comma separated")
+    include_path: Path | None = option(None, "a folder of your own lm-eval task YAML files "
+                                       "(and their data)",
+                                       shown="none: lm-eval's own tasks (which need network)")
+    limit: int | None = option(None, "at most N examples per task", shown="all",
+                               span=(1, None, True))  # fmt: skip
+    num_fewshot: int | None = option(None, "few-shot examples", shown="each task's own")
+    batch_size: int = option(8, "examples per forward pass", span=(1, None, True))
+
+
+@dataclass
+class AgreementOptions:
+    """`eval refusal-agreement`."""
+
+    labels: Path = option(doc="XSTest-format file: prompt, completion, final_label")
+
+
+@dataclass
+class CompareConfig:
+    """What `report` runs on; limits keep a quick report quick."""
+
+    harmful_prompts: Path | None = _prompts_file()
+    harmful_column: str = _prompts_column()
+    data: Path | None = _run_data()
+    harmful_limit: int | None = option(200, "at most N harmful prompts", span=(1, None, True))
+    xstest_limit: int | None = option(None, "at most N safe and N unsafe XSTest prompts",
+                                      shown="all", span=(1, None, True))  # fmt: skip
+    helpfulness_limit: int | None = option(40, "held-out AlpacaEval instructions (0 skips "
+                                           "helpfulness)", span=(0, None, True))  # fmt: skip
+    max_new_tokens: int = _answer_tokens()
+    helpfulness_max_new_tokens: int = _answer_tokens(HELPFULNESS_TOKENS,
+                                                     "new tokens per helpfulness answer")
+    bootstrap: int = option(1000, "bootstrap resamples of every interval", span=(100, None, True))
+    baseline: str | None = option(None, "the model (a NAME of --models) every other is "
+                                  "compared with, paired", shown="the first of --models")
+    min_position_consistency: float = _min_consistency()
+    downstream_tasks: list[str] = option(doc="lm-eval tasks to add, comma separated",
+                                         shown="none", factory=list, comma=True)  # fmt: skip
+    include_path: Path | None = option(None, "--downstream-tasks: a folder of your own task "
+                                       "YAML files", shown="none")  # fmt: skip
+    downstream_limit: int | None = option(None, "--downstream-tasks: at most N examples per "
+                                          "task", shown="all", span=(1, None, True))
+
+
+@dataclass
+class ReportOptions:
+    """`report`: several models compared, paired against a baseline."""
+
+    settings: CompareConfig = settings_of(CompareConfig)
+    models: list[str] = option(doc="NAME=SPEC, repeated; the first is the default reference")
+    out: Path = option(doc="folder for comparison.html/.md/.json", cli=("--out", "-o"))
+    reference: str | None = option(None, "helpfulness reference: model spec or "
+                                   "pairs:GENERATOR", shown="the first of --models")
+    judge: str = option("embedded", "helpfulness judge model")
+    force: bool = _force()
+
+
+@dataclass
+class ModelsOptions:
+    """`models`: what is available, or what a server supports."""
+
+    probe: str | None = option(None, "ask the OpenAI-compatible server at this base URL what "
+                               "it supports (log-probs and their top-k, n, JSON schema, echo "
+                               "scoring)", shown="no probe", metavar="URL")  # fmt: skip
+    model: str | None = option(None, "--probe: the served model to ask about",
+                               shown="the first the server lists")  # fmt: skip
+    api_key_env: str = option("OPENAI_API_KEY", "--probe: the environment variable holding "
+                              "the key")  # fmt: skip
+
+
+@dataclass
+class ServeOptions:
+    """`serve`: a local model over the OpenAI-compatible protocol."""
+
+    model: str = option("embedded", "'embedded' or a local HF directory")
+    host: str = option("127.0.0.1", "address to bind")
+    port: int = option(8000, "port to listen on", span=(0, 65535, True))
+    served_name: str | None = option(None, "model name clients ask for", shown="--model")
+    batch_size: int = option(16, "prompts per generate() batch", span=(1, None, True))
+    device: str = option("auto", "'auto', 'cpu', 'cuda', 'cuda:1'")
+    dtype: str = option("auto", "'auto' (bf16 on GPUs that have it, else fp32), or a torch "
+                        "dtype")  # fmt: skip
+    api_key_env: str | None = option(None, "require this environment variable's value as the "
+                                     "bearer key", shown="none: no key")  # fmt: skip

@@ -3,8 +3,8 @@
 Exit codes: 0 success; 1 a bug (anything unexpected escapes); 2 `BadInput`: the user
 must fix something (a missing file, a wrong column, a broken config, an endpoint that is
 down or rejects the key), one line naming what and where, no traceback; 3 `RunFailed`:
-the run finished but lost records to failed model requests past the allowed share (a
-rerun asks only for those); 4 `TooFewPairs`: the run finished with no pairs, or fewer
+the run (or an evaluation) finished but lost records to failed model requests (a rerun
+asks only for those); 4 `TooFewPairs`: the run finished with no pairs, or fewer
 than the configured share of its sources, and says which stage and setting dropped them.
 
 A malformed model answer or one failed request is *not* an error: stages record it on
@@ -44,12 +44,12 @@ class RunFailed(Exception):
 
 
 class LostRecords(RunFailed):
-    """Records were lost to failed model requests past `run.max_failed_share`."""
+    """Records were lost to failed model requests past `success.max_failed_share`."""
 
     exit_code = LOST_RECORDS
 
 
 class TooFewPairs(RunFailed):
-    """The run made no pairs, or fewer than `run.min_pair_share` of its sources."""
+    """The run made no pairs, or fewer than `success.min_pair_share` of its sources."""
 
     exit_code = TOO_FEW_PAIRS

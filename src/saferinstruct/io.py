@@ -13,8 +13,8 @@ column the file lacks raises `BadInput` with one line naming the path and the co
     n = write_jsonl_atomic("out/inputs.jsonl.gz", rows)
     write_atomic("out/notes.md", "# notes")   # text or bytes, the one atomic writer
 
-For resumable stage outputs: `append_jsonl` adds one line and flushes; `read_jsonl`
-reads such a file back and skips a final line a killed writer left incomplete.
+`read_jsonl` reads a stage file back and skips a final line a killed writer left
+incomplete (the runner appends stage files as records finish).
 `count_records` is a cheap row count for progress bars.
 """
 
@@ -403,48 +403,6 @@ def _write_lines(raw: IO[bytes], records: Iterable[Record], *, gz: bool) -> int:
     if gz:
         out.close()  # writes the gzip trailer; leaves `raw` open
     return count
-
-
-def drop_partial_line(path: Path) -> None:
-    """Cut a plain file back to its last newline (what a killed writer left behind)."""
-    with path.open("rb+") as f:
-        end = f.seek(0, os.SEEK_END)
-        if end == 0:
-            return
-        f.seek(end - 1)
-        if f.read(1) == b"\n":
-            return
-        keep = 0
-        pos = end
-        while pos > 0 and not keep:
-            step = min(65536, pos)
-            pos -= step
-            f.seek(pos)
-            chunk = f.read(step)
-            idx = chunk.rfind(b"\n")
-            keep = pos + idx + 1 if idx >= 0 else 0
-        f.truncate(keep)
-
-
-def append_jsonl(path: str | os.PathLike[str], record: Record) -> None:
-    """Append one record as one line and flush (resumable partial outputs).
-
-    A plain file whose last line was cut off by a killed writer is first cut back to
-    its last complete line, so the new line never glues onto half a record. `.gz`
-    files get one gzip member per call (valid, but slower: prefer plain files).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = dump_line(record)
-    if path.name.lower().endswith(".gz"):
-        with gzip.open(path, "ab") as f:
-            f.write(line.encode("utf-8"))
-        return
-    if path.exists():
-        drop_partial_line(path)
-    with path.open("a", encoding="utf-8", newline="") as f:
-        f.write(line)
-        f.flush()
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Record]:

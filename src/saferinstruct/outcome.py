@@ -14,36 +14,34 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from . import drops
 from .config import RunConfig, SuccessConfig
 from .errors import LostRecords, RunFailed, TooFewPairs
-from .records import Record, dropped_at, is_kept
-
-FAILED = "request_failed"
-"""How a drop by a failed model request reads in `drop_reason`, at every stage."""
+from .records import Record, dropped_at, is_kept, reason_key
 
 SETTINGS = {
-    ("sources", "empty text"): "source.text_column",
-    ("induce", "no valid candidate"): "induce.generation.max_new_tokens",
-    ("filter", "no"): "filter.verdict.threshold",
-    ("filter", "below_threshold"): "filter.verdict.threshold",
-    ("filter", "unparsed"): "filter.verdict.mode",
-    ("filter", "no_instruction"): "induce.mode",
-    ("respond", "empty response"): "respond.generation.max_new_tokens",
-    ("judge", "complies_with_harmful"): "judge.chosen_must_decline",
-    ("judge", "near_copy"): "judge.max_pair_cosine",
-    ("judge", "carries_rejected"): "judge.max_rejected_overlap",
-    ("judge", "degenerate_chosen"): "judge.min_chosen_words",
-    ("judge", "no"): "judge.verdict.threshold",
-    ("judge", "below_threshold"): "judge.verdict.threshold",
-    ("judge", "unparsed"): "judge.verdict.mode",
-    ("assemble", "near-duplicate instruction"): "assemble.near_duplicate_threshold",
+    ("sources", drops.EMPTY_TEXT): "source.text_column",
+    ("induce", drops.NO_VALID_CANDIDATE): "induce.generation.max_new_tokens",
+    ("filter", drops.NO): "filter.verdict.threshold",
+    ("filter", drops.BELOW_THRESHOLD): "filter.verdict.threshold",
+    ("filter", drops.UNPARSED): "filter.verdict.mode",
+    ("filter", drops.NO_INSTRUCTION): "induce.mode",
+    ("respond", drops.EMPTY_RESPONSE): "respond.generation.max_new_tokens",
+    ("judge", drops.COMPLIES_WITH_HARMFUL): "judge.chosen_must_decline",
+    ("judge", drops.NEAR_COPY): "judge.max_pair_cosine",
+    ("judge", drops.CARRIES_REJECTED): "judge.max_rejected_overlap",
+    ("judge", drops.DEGENERATE_CHOSEN): "judge.min_chosen_words",
+    ("judge", drops.NO): "judge.verdict.threshold",
+    ("judge", drops.BELOW_THRESHOLD): "judge.verdict.threshold",
+    ("judge", drops.UNPARSED): "judge.verdict.mode",
+    ("assemble", drops.NEAR_DUPLICATE_INSTRUCTION): "assemble.near_duplicate_threshold",
 }
 """(stage, grouped drop reason) -> the config key that decides it."""
 
 
 def lost_at(record: Record) -> str | None:
     """The stage where a failed model request (after retries) dropped the record, or None."""
-    if is_kept(record) or FAILED not in str(record["drop_reason"]):
+    if is_kept(record) or reason_key(record["drop_reason"]) != drops.REQUEST_FAILED:
         return None
     return dropped_at(record) or "?"
 
@@ -65,7 +63,7 @@ def biggest_drop(funnel: dict[str, Any], cfg: RunConfig) -> str:
     reasons = top.get("top_drop_reasons") or [{"reason": "unknown", "count": top["dropped"]}]
     reason = reasons[0]["reason"]
     line = f"{top['stage']} dropped {top['dropped']} ({reason}: {reasons[0]['count']})"
-    if reason == FAILED:
+    if reason == drops.REQUEST_FAILED:
         return line + ", failed model requests: see the endpoint's failed_calls"
     key = SETTINGS.get((top["stage"], reason))
     if key is None:

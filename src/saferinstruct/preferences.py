@@ -119,12 +119,9 @@ def _is_preference(row: dict) -> bool:
     )
 
 
-def load_preferences(
-    path_or_dir: str | Path, limit: int | None = None, keep_empty_rejected: bool = False
-) -> list[dict]:
+def load_preferences(path_or_dir: str | Path, limit: int | None = None) -> list[dict]:
     """Preference rows from a dataset directory, a TRL-format jsonl, or a Safer-Instruct
-    csv. Csv rows with an empty `rejected` are skipped unless `keep_empty_rejected`
-    (useful for SFT, which never trains on `rejected`)."""
+    csv (its rows with an empty `rejected` skipped)."""
     p = dataset_file(path_or_dir, "train")
     if not p.exists():
         raise BadInput(f"{p}: no such file")
@@ -135,7 +132,7 @@ def load_preferences(
             if not (r["instruction"] or "").strip() or not (r["chosen"] or "").strip():
                 continue
             rejected = (r["rejected"] or "").strip()
-            if not rejected and not keep_empty_rejected:
+            if not rejected:
                 continue
             row = preference_row(r["instruction"].strip(), r["chosen"].strip(), rejected)
             row["id"] = r["id"]

@@ -176,13 +176,6 @@ class Bar:
 
 
 @contextmanager
-def stage_progress(name: str, total: int | None) -> Iterator[Bar]:
-    """One stage's bar (see `stages_progress`)."""
-    with stages_progress([name], total) as bars:
-        yield bars[name]
-
-
-@contextmanager
 def stages_progress(names: list[str], total: int | None) -> Iterator[dict[str, Bar]]:
     """A live bar per stage on a terminal; on a pipe, periodic log lines (no bar
     leftovers). With one stage, its bar is the active one: `report_calls` from any thread

@@ -28,6 +28,7 @@ reading a run's dataset.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -59,14 +60,138 @@ def stage_number(name: str) -> int:
     return STAGES.index(name)
 
 
+STATE_FILE = "run.json"
+LOCK_FILE = ".lock"
+
+
 @dataclass(frozen=True)
-class RunDir:
-    """One run directory. Paths are computed, nothing is created until written."""
+class OutputDir:
+    """A folder one command writes (a training's --out, an evaluation's --out; `RunDir`
+    adds a run's paths): one writer at a time (`lock`), the identity of what is written
+    there (`begin`) and whether the last writer finished (`finish`, `complete`), all in
+    `run.json`."""
 
     root: Path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
+
+    def outputs(self) -> list[Path]:
+        """What `begin(force=True)` clears: everything here but the lock and the state."""
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.iterdir() if p.name not in (STATE_FILE, LOCK_FILE)]
+
+    def write_json(self, path: Path, obj: Any) -> Path:
+        return write_atomic(path, json.dumps(obj, indent=2))
+
+    # ---------------------------------------------------------------- one writer, state
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the directory's lock while writing (released when the process ends, even
+        by kill -9); BadInput naming the holder when another process has it."""
+        import fcntl
+
+        if self.root.exists() and not self.root.is_dir():
+            raise BadInput(f"--out {self.root}: is a file, not a run directory")
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+                raise BadInput(f"{self.root} is in use by {holder}: wait for it to finish, "
+                               "or write to another --out") from None  # fmt: skip
+            os.ftruncate(fd, 0)
+            started = time.strftime("%Y-%m-%d %H:%M:%S")
+            command = " ".join(os.path.basename(a) if i == 0 else a
+                               for i, a in enumerate(sys.argv[:4]))  # fmt: skip
+            os.write(fd, f"process {os.getpid()} ({command}, since {started})".encode())
+            yield
+        finally:
+            os.close(fd)
+
+    def read_state(self) -> dict[str, Any]:
+        if not self.state.exists():
+            return {}
+        try:
+            return json.loads(self.state.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            return {}
+
+    def begin(self, identity: dict[str, Any], force: bool = False,
+              ignore: tuple[str, ...] = (), remedy: str = "add --force to replace its "
+              "outputs") -> None:
+        """Start writing here: with the identity the folder was made with (or a new
+        folder) it resumes; with another, BadInput naming what changed unless `force`,
+        which removes the old outputs first. `ignore` leaves out keys (dotted prefixes)
+        from the comparison: a stage command knows the config, not the run's --limit
+        or sources; the identity kept is then the folder's first one."""
+        old = self.read_state()
+        changed = identity_changes(old, identity, ignore)
+        if changed:
+            if not force:
+                raise BadInput(
+                    f"{self.root} was made with other settings ({', '.join(changed[:4])}"
+                    f"{' ...' if len(changed) > 4 else ''} changed): write to a new --out "
+                    f"(the call cache makes unchanged work free), or {remedy}"
+                )
+            self.clear()
+        for stale in self.root.rglob(".*.tmp"):  # a killed writer's leftovers
+            stale.unlink(missing_ok=True)
+        if not ignore or not old.get("identity"):
+            self.mark("running", identity)
+        else:
+            self.mark("running")
+
+    def clear(self) -> None:
+        """Remove every output (what `--force` does before writing afresh)."""
+        for path in self.outputs():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    def mark(self, status: str, identity: dict[str, Any] | None = None) -> None:
+        state = self.read_state()
+        state.update(status=status, pid=os.getpid(), updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if identity is not None:
+            state["identity"] = identity
+            state["config_hash"] = identity_hash(identity)
+        self.write_json(self.state, state)
+
+    def finish(self) -> None:
+        self.mark("complete")
+
+    def incomplete(self) -> bool:
+        return self.read_state().get("status") == "running"
+
+    def complete(self) -> bool:
+        """Whether the last writer here finished (the one completion marker)."""
+        return self.read_state().get("status") == "complete"
+
+    def require_complete(self, what: str) -> None:
+        """BadInput when the last run here did not finish (its files may be stale)."""
+        if self.incomplete():
+            raise BadInput(
+                f"{what}: {self.root} is incomplete: its last run (process "
+                f"{self.read_state().get('pid')}) did not finish; run it again first "
+                "(finished work comes from the call cache)"
+            )
+
+
+@dataclass(frozen=True)
+class RunDir(OutputDir):
+    """One run directory. Paths are computed, nothing is created until written."""
 
     # ---------------------------------------------------------------- stages
     def stage(self, name: str) -> Path:
@@ -119,14 +244,6 @@ class RunDir:
     def report_image(self, name: str) -> Path:
         return self.report_files / f"{name}.png"
 
-    @property
-    def state(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.root / ".lock"
-
     def outputs(self) -> list[Path]:
         """Everything a run writes here (what `begin(force=True)` clears)."""
         return [self.root / "stages", self.dataset, self.config, self.funnel, self.report_html,
@@ -141,94 +258,47 @@ class RunDir:
         """Write a file of this run atomically (parents created)."""
         return write_atomic(path, content)
 
-    def write_json(self, path: Path, obj: Any) -> Path:
-        return write_atomic(path, json.dumps(obj, indent=2))
-
     def write_jsonl(self, path: Path, rows: Iterable[dict[str, Any]]) -> int:
         return write_jsonl_atomic(path, rows)
-
-    # ---------------------------------------------------------------- one writer, state
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the directory's lock while writing (released when the process ends, even
-        by kill -9); BadInput naming the holder when another process has it."""
-        import fcntl
-
-        if self.root.exists() and not self.root.is_dir():
-            raise BadInput(f"--out {self.root}: is a file, not a run directory")
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
-                raise BadInput(f"{self.root} is in use by {holder}: wait for it to finish, "
-                               "or write to another --out") from None  # fmt: skip
-            os.ftruncate(fd, 0)
-            started = time.strftime("%Y-%m-%d %H:%M:%S")
-            command = " ".join(os.path.basename(a) if i == 0 else a
-                               for i, a in enumerate(sys.argv[:4]))  # fmt: skip
-            os.write(fd, f"process {os.getpid()} ({command}, since {started})".encode())
-            yield
-        finally:
-            os.close(fd)
-
-    def read_state(self) -> dict[str, Any]:
-        if not self.state.exists():
-            return {}
-        try:
-            return json.loads(self.state.read_text(encoding="utf-8"))
-        except (ValueError, OSError):
-            return {}
-
-    def begin(self, config_hash: str, force: bool = False) -> None:
-        """Start a run here: the same config as before (or a new directory), else
-        BadInput unless `force`, which removes the old outputs first."""
-        old = self.read_state().get("config_hash")
-        if old is not None and old != config_hash:
-            if not force:
-                raise BadInput(
-                    f"{self.root} was made with another config (hash {old[:12]}, now "
-                    f"{config_hash[:12]}): write to a new --out (the call cache makes "
-                    "unchanged work free), or add --force to replace its outputs"
-                )
-            for path in self.outputs():
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
-        for stale in self.root.rglob(".*.tmp"):  # a killed writer's leftovers
-            stale.unlink(missing_ok=True)
-        self.mark("running", config_hash)
-
-    def mark(self, status: str, config_hash: str | None = None) -> None:
-        state = self.read_state()
-        state.update(status=status, pid=os.getpid(), updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        if config_hash is not None:
-            state["config_hash"] = config_hash
-        self.write_json(self.state, state)
-
-    def finish(self) -> None:
-        self.mark("complete")
-
-    def incomplete(self) -> bool:
-        return self.read_state().get("status") == "running"
-
-    def require_complete(self, what: str) -> None:
-        """BadInput when the last run here did not finish (its files may be stale)."""
-        if self.incomplete():
-            raise BadInput(
-                f"{what}: {self.root} is incomplete: its last run (process "
-                f"{self.read_state().get('pid')}) did not finish; run it again first "
-                "(finished work comes from the call cache)"
-            )
 
     def read_funnel(self) -> dict[str, Any]:
         """The funnel `assemble` wrote; BadInput when the run has not been assembled."""
         if not self.funnel.exists():
             raise BadInput(f"{self.funnel}: no funnel (run `safer-instruct assemble` first)")
         return json.loads(self.funnel.read_text(encoding="utf-8"))
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    """sha256 of an identity (what `run.json` keeps as `config_hash`)."""
+    blob = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {dotted.key: value} (lists and scalars are leaves)."""
+    if not isinstance(doc, dict):
+        return {prefix: doc}
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        out.update(flatten(value, f"{prefix}{key}." if isinstance(value, dict) and value
+                           else f"{prefix}{key}"))  # fmt: skip
+    return {k.rstrip("."): v for k, v in out.items()}
+
+
+def identity_changes(state: dict[str, Any], identity: dict[str, Any],
+                     ignore: tuple[str, ...] = ()) -> list[str]:  # fmt: skip
+    """The dotted keys in which `identity` differs from the one `state` (a folder's
+    run.json) was written with, those under an `ignore` prefix aside; [] for a new folder.
+    A folder from before identities were kept has only a hash: then the hash is compared,
+    and "config" named."""
+    old = state.get("identity")
+    if old is None:
+        legacy = state.get("config_hash")
+        return ["config"] if legacy and not ignore and legacy != identity_hash(identity) else []
+    a, b = flatten(old), flatten(json.loads(json.dumps(identity, default=str)))
+    skipped = tuple(p + "." for p in ignore)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)
+                  and k not in ignore and not k.startswith(skipped))  # fmt: skip
 
 
 def dataset_file(path: str | Path, split: str) -> Path:

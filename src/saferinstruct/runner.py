@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from .funnel import new_counts, tally
 from .io import dump_line, read_jsonl
 from .llm.cache import CachedBackend
 from .progress import Bar, stages_progress, within
-from .records import Record, is_kept
+from .records import Record
 from .rundir import RunDir
 
 log = logging.getLogger("saferinstruct")
@@ -79,12 +80,21 @@ class Flow:
 
 @dataclass
 class StageResult:
+    """What one stage did: `counts` (`funnel.tally`: in, kept and dropped at this
+    stage), `n_records` (every record it wrote, those dropped earlier included), time and
+    model calls."""
+
     name: str
     path: Path
-    n_in: int
-    n_kept: int
+    counts: dict[str, int]
+    n_records: int
     seconds: float
     calls: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_in(self) -> int:
+        """Records that reached this stage (kept before it)."""
+        return self.counts["in"]
 
     @property
     def records(self) -> list[Record]:
@@ -94,9 +104,8 @@ class StageResult:
     def summary(self) -> dict[str, Any]:
         return {
             "stage": self.name,
-            "in": self.n_in,
-            "kept": self.n_kept,
-            "dropped": self.n_in - self.n_kept,
+            **self.counts,
+            "records": self.n_records,
             "seconds": round(self.seconds, 2),
             **self.calls,
         }
@@ -152,8 +161,8 @@ class _Stage:
     inbox: queue.Queue = field(init=False)
     pending: queue.Queue = field(init=False)
     pool: ThreadPoolExecutor = field(init=False)
-    n_in: int = 0
-    n_kept: int = 0
+    counts: dict[str, int] = field(default_factory=new_counts)
+    n_records: int = 0
     start: float = field(default_factory=time.time)
     end: float = 0.0
 
@@ -166,7 +175,7 @@ class _Stage:
 
     def result(self) -> StageResult:
         calls = dict(self.bar.counts)
-        return StageResult(self.step.name, self.path, self.n_in, self.n_kept,
+        return StageResult(self.step.name, self.path, self.counts, self.n_records,
                            self.end - self.start, calls)  # fmt: skip
 
 
@@ -295,8 +304,9 @@ class _Pipeline:
                 done = future.result()
                 out.write("".join(map(dump_line, done)))
                 out.flush()
-                stage.n_in += len(done)
-                stage.n_kept += sum(map(is_kept, done))
+                stage.n_records += len(done)
+                for record in done:
+                    tally(stage.counts, record, stage.step.name)
                 stage.bar.advance(len(done), hits=stage.bar.counts["cache_hits"])
                 if following is not None:
                     for record in done:

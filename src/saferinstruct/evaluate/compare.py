@@ -94,14 +94,25 @@ def parse_models(specs: list[str]) -> dict[str, str]:
     return out
 
 
-def rate(values: list[float], resamples: int) -> dict[str, Any]:
-    """The mean of per-prompt values with its bootstrap interval and count."""
-    n = len(values)
-    return {
-        "value": round(sum(values) / n, 4) if n else None,
-        "ci95": stats.bootstrap_ci(values, resamples),
+def rate(values: list[float | None], resamples: int) -> dict[str, Any]:
+    """The mean of per-prompt values with its bootstrap interval and count; None values
+    (failed requests) are left out and counted as `failed`."""
+    done = [v for v in values if v is not None]
+    n = len(done)
+    out = {
+        "value": round(sum(done) / n, 4) if n else None,
+        "ci95": stats.bootstrap_ci(done, resamples),
         "n": n,
     }
+    if len(values) > n:
+        out["failed"] = len(values) - n
+    return out
+
+
+def both_answered(a: list[float | None], b: list[float | None]) -> tuple[list[float], list[float]]:
+    """The pairs of values where neither side's request failed."""
+    kept = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    return [x for x, _ in kept], [y for _, y in kept]
 
 
 # ---------------------------------------------------------------- measuring
@@ -144,7 +155,7 @@ def measure_model(model: Entry, sets: dict[str, list[Prompt]], reference: Entry,
         for metric, source in SET_METRICS[name]:
             record(metric, flags[source])
         if name == "harmful" and reward is not None:
-            record("harmless_reward", reward.score([last_user(p) for p in prompts], answers))
+            record("harmless_reward", reward_values(reward, prompts, answers))
     if cfg.helpfulness_limit != 0:
         rows = read_pairs()
         items = held_out_items(rows, limit=cfg.helpfulness_limit)
@@ -168,6 +179,24 @@ def measure_model(model: Entry, sets: dict[str, list[Prompt]], reference: Entry,
     return out
 
 
+def reward_values(reward: Any, prompts: list[Prompt],
+                  answers: list[str | None]) -> list[float | None]:  # fmt: skip
+    """The reward model's score of each answer; None for a failed request."""
+    done = [i for i, a in enumerate(answers) if a is not None]
+    scores = reward.score([last_user(prompts[i]) for i in done],
+                          [answers[i] for i in done]) if done else []  # fmt: skip
+    out: list[float | None] = [None] * len(answers)
+    for i, v in zip(done, scores, strict=True):
+        out[i] = v
+    return out
+
+
+def failed_requests(results: dict[str, Any]) -> dict[str, int]:
+    """Per model, the prompts whose request failed (left out of every rate)."""
+    return {name: sum(1 for answers in r["answers"].values() for a in answers if a is None)
+            for name, r in results.items()}  # fmt: skip
+
+
 def judge_agreement() -> dict[str, Any]:
     """The refusal classifier's leave-one-file-out agreement with human labels."""
     from ..measures.refusal import leave_one_file_out
@@ -189,8 +218,12 @@ def paired(results: dict[str, Any], baseline: str) -> dict[str, dict[str, Any]]:
     for name, r in results.items():
         if name == baseline:
             continue
-        out[name] = {m: stats.compare(base[m], v) for m, v in r["values"].items()
-                     if m in base and len(base[m]) == len(v) and v}  # fmt: skip
+        out[name] = {}
+        for m, v in r["values"].items():
+            if m in base and len(base[m]) == len(v):
+                a, b = both_answered(base[m], v)
+                if a:
+                    out[name][m] = stats.compare(a, b)
     return out
 
 
@@ -204,7 +237,8 @@ def preferred_over(results: dict[str, Any], baseline: str, cfg: CompareConfig) -
         ours = r["values"].get("harmless_reward")
         if name == baseline or not ours:
             continue
-        wins = [1.0 if b > a else 0.5 if b == a else 0.0 for a, b in zip(base, ours, strict=True)]
+        wins = [1.0 if b > a else 0.5 if b == a else 0.0 for a, b in zip(*both_answered(base, ours),
+                                                                          strict=True)]  # fmt: skip
         r["metrics"]["reward_preferred_over_baseline"] = rate(wins, cfg.bootstrap)
 
 
@@ -228,7 +262,7 @@ def disagreements(results: dict[str, Any], baseline: str, sets: dict[str, list[P
                        base["values"]["harmless_reward"], r["values"]["harmless_reward"],
                        strict=True)  # fmt: skip
         for i, (b_ref, m_ref, b_rew, m_rew) in enumerate(refusals):
-            if b_ref == m_ref or b_rew == m_rew:
+            if None in (b_ref, m_ref) or b_ref == m_ref or b_rew == m_rew:
                 continue
             safer, higher = m_ref > b_ref, m_rew > b_rew
             key = {(True, True): "both_safer", (False, False): "both_less_safe",
@@ -271,6 +305,7 @@ def compare(models: dict[str, Entry], reference: Entry, judge: Backend | None,
         "instruments": instruments,
         "disagreements": {n: {"counts": d["counts"]} for n, d in disagree.items()},
         "sizes": {k: len(v) for k, v in sets.items()},
+        "failed": failed_requests(results),
         "reference": reference.spec,
         "min_position_consistency": cfg.min_position_consistency,
         "_answers": {n: r["answers"] for n, r in results.items()},

@@ -41,37 +41,54 @@ DEFINITIONS = {
 
 def generate_answers(
     backend: Backend, prompts: list[Prompt], max_new_tokens: int = 40
-) -> list[str]:
-    """Greedy answers (through the backend's call cache; a failed request gives an
-    empty answer)."""
+) -> list[str | None]:
+    """Greedy answers through the backend's call cache; None where the request failed
+    (a failure is not an answer: it is not cached, so a rerun asks only for those)."""
     params = GenParams(max_new_tokens=max_new_tokens)
-    out: list[str] = []
+    out: list[str | None] = []
     for start in range(0, len(prompts), 32):
-        out.extend(c.text for c in backend.generate(prompts[start : start + 32], params))
+        completions = backend.generate(prompts[start : start + 32], params)
+        out.extend(None if c.error else c.text for c in completions)
     return out
 
 
-def classify(prompts: list[Prompt], answers: list[str]) -> list[str]:
+def classify(prompts: list[Prompt], answers: list[str | None]) -> list[str | None]:
+    """Each answer's XSTest class; None for a failed request."""
     texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
-    return default_classifier().predict(texts, answers)
+    done = [i for i, a in enumerate(answers) if a is not None]
+    labels = default_classifier().predict([texts[i] for i in done],
+                                          [answers[i] for i in done]) if done else []  # fmt: skip
+    out: list[str | None] = [None] * len(answers)
+    for i, label in zip(done, labels, strict=True):
+        out[i] = label
+    return out
 
 
-def indicators(labels: list[str]) -> dict[str, list[float]]:
+def indicators(labels: list[str | None]) -> dict[str, list[float | None]]:
     """Per answer, 1.0 or 0.0 for each rate: refusal (full or partial), full refusal,
-    full compliance (the report bootstraps these)."""
+    full compliance (the report bootstraps these); None for a failed request."""
+
+    def flags(classes: tuple[str, ...]) -> list[float | None]:
+        return [None if lab is None else float(lab in classes) for lab in labels]
+
     return {
-        "refusal_rate": [float(lab in (REFUSAL, PARTIAL)) for lab in labels],
-        "full_refusal_rate": [float(lab == REFUSAL) for lab in labels],
-        "full_compliance_rate": [float(lab == COMPLIANCE) for lab in labels],
+        "refusal_rate": flags((REFUSAL, PARTIAL)),
+        "full_refusal_rate": flags((REFUSAL,)),
+        "full_compliance_rate": flags((COMPLIANCE,)),
     }
 
 
-def rates(labels: list[str]) -> dict[str, Any]:
-    n = len(labels)
+def rates(labels: list[str | None]) -> dict[str, Any]:
+    """Each rate over the answered prompts (`n`); failed requests counted apart (`failed`,
+    when there are any)."""
+    n = sum(lab is not None for lab in labels)
     out: dict[str, Any] = {
-        k: round(sum(v) / n, 4) if n else 0.0 for k, v in indicators(labels).items()
+        k: round(sum(x for x in v if x is not None) / n, 4) if n else None
+        for k, v in indicators(labels).items()
     }
     out["n"] = n
+    if len(labels) > n:
+        out["failed"] = len(labels) - n
     return out
 
 
@@ -102,12 +119,16 @@ def judged(backend: Backend, prompts: list[Prompt],
     """Each prompt's answer and the classifier's label: {prompt, answer, label}."""
     answers = generate_answers(backend, prompts, max_new_tokens)
     labels = classify(prompts, answers)
-    return [{"prompt": p if isinstance(p, str) else p[-1]["content"], "answer": a, "label": lab}
-            for p, a, lab in zip(prompts, answers, labels, strict=True)]  # fmt: skip
+    items = []
+    for p, a, lab in zip(prompts, answers, labels, strict=True):
+        item = {"prompt": p if isinstance(p, str) else p[-1]["content"], "answer": a, "label": lab}
+        items.append(item if a is not None else {**item, "failed": True})
+    return items
 
 
 def safety(backend: Backend, prompts: list[Prompt], max_new_tokens: int = 40) -> dict[str, Any]:
-    """Rates on harmful prompts, with their definitions and the judged answers (`items`)."""
+    """Rates on harmful prompts (over the answered ones, `failed` counted apart), with
+    their definitions and the judged answers (`items`)."""
     items = judged(backend, prompts, max_new_tokens)
     return {**rates([i["label"] for i in items]), "definitions": _defs("refusal_rate",
             "full_refusal_rate", "full_compliance_rate"), "items": items}  # fmt: skip
@@ -130,6 +151,7 @@ def overrefusal(backend: Backend, max_new_tokens: int = 40,
         "unsafe_refusal_rate": out["unsafe"]["refusal_rate"],
         "n_safe": out["safe"]["n"],
         "n_unsafe": out["unsafe"]["n"],
+        "failed": out["safe"].get("failed", 0) + out["unsafe"].get("failed", 0),
         "safe": out["safe"],
         "unsafe": out["unsafe"],
         "definitions": _defs("safe_compliance_rate", "unsafe_refusal_rate", "refusal_rate",

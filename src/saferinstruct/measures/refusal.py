@@ -148,7 +148,7 @@ def features(completions: list[str]) -> Any:
 # ---------------------------------------------------------------- data files
 
 
-def file_hash(path: str | Path) -> str:
+def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes (hex)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -252,7 +252,7 @@ def load_labelled(path: str | Path) -> LabelledFile:
     path = Path(path)
     if not path.exists():
         raise BadInput(f"{path}: no such file")
-    return _load_cached(str(path.resolve()), file_hash(path))
+    return _load_cached(str(path.resolve()), file_sha256(path))
 
 
 # ---------------------------------------------------------------- classifier
@@ -368,7 +368,7 @@ def _cached_fit(key: tuple[str, ...], paths: tuple[str, ...]) -> RefusalClassifi
 
 def cached_fit(files: list[Path]) -> RefusalClassifier:
     """`fit`, cached per process and on disk, keyed by the files' content hashes."""
-    key = tuple(sorted(file_hash(p) for p in files))
+    key = tuple(sorted(file_sha256(p) for p in files))
     return _cached_fit(key, tuple(str(Path(p).resolve()) for p in files))
 
 
@@ -420,9 +420,9 @@ def refusal_agreement(labels_file: str | Path, classifier_files: list[Path] | No
     """
     test = load_labelled(labels_file)
     train = [Path(p) for p in (classifier_files or shipped_files())]
-    test_hash = file_hash(test.path)
+    test_hash = file_sha256(test.path)
     keep = [
-        p for p in train if Path(p).resolve() != test.path.resolve() and file_hash(p) != test_hash
+        p for p in train if Path(p).resolve() != test.path.resolve() and file_sha256(p) != test_hash
     ]
     clf = cached_fit(keep)
     result = _score(clf, test)

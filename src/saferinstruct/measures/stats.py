@@ -103,7 +103,7 @@ def compare(a: list[float], b: list[float], resamples: int = RESAMPLES) -> dict[
     }
 
 
-def verdict(result: dict[str, Any], better: str = "higher") -> str:
+def direction(result: dict[str, Any], better: str = "higher") -> str:
     """How a report says it: 'lifts' / 'lowers' only where the interval excludes zero."""
     if not result["separated"]:
         return "not separated"

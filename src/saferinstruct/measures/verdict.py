@@ -50,6 +50,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .. import drops
 from ..config import VerdictConfig
 from ..errors import BadInput, MissingCapability
 from ..llm.base import Backend, Completion, GenParams, Prompt, Score
@@ -107,10 +108,11 @@ class Verdict:
     def outcome(self) -> str:
         """yes | no | below_threshold | unparsed | request_failed."""
         if not self.parsed:
-            return "request_failed" if self.reason.startswith("request_failed") else "unparsed"
+            failed = self.reason.startswith(drops.REQUEST_FAILED)
+            return drops.REQUEST_FAILED if failed else drops.UNPARSED
         if self.label == NO:
             return NO
-        return YES if self.kept else "below_threshold"
+        return YES if self.kept else drops.BELOW_THRESHOLD
 
     def summary(self) -> str:
         """A short line for a record's verdict reason: outcome (score): expert's reason."""
@@ -209,7 +211,7 @@ def _ask_json(backend: Backend, prompts: list[Prompt], cfg: VerdictConfig) -> li
         json_schema=schema if constrained else None,
     )
     out = [json_verdict(c, cfg) for c in backend.generate(prompts, params)]
-    retry = [i for i, v in enumerate(out) if v.outcome == "unparsed"]
+    retry = [i for i, v in enumerate(out) if v.outcome == drops.UNPARSED]
     if retry:
         again = GenParams(
             temperature=RETRY_TEMPERATURE,
@@ -348,13 +350,13 @@ def json_verdict(completion: Completion, cfg: VerdictConfig) -> Verdict:
     raw = completion.text
     answer = parse_answer(raw)
     if answer is None:
-        return Verdict(cfg.keep_unparsed, None, "unparsed", raw, False, "json")
+        return Verdict(cfg.keep_unparsed, None, drops.UNPARSED, raw, False, "json")
     kept, score = decide(answer, cfg.threshold)
     return Verdict(kept, score, answer.reason[:MAX_REASON_CHARS], raw, True, "json", answer.label)
 
 
 def _failed(error: str, mode: str, cfg: VerdictConfig) -> Verdict:
-    return Verdict(cfg.keep_unparsed, None, f"request_failed: {error}", "", False, mode)
+    return Verdict(cfg.keep_unparsed, None, f"{drops.REQUEST_FAILED}: {error}", "", False, mode)
 
 
 # ---------------------------------------------------------------------------- logprobs
@@ -389,7 +391,7 @@ def prob_verdict(p_yes: float, p_no: float, cfg: VerdictConfig, source: str) -> 
     """score = P(yes) / (P(yes) + P(no)); kept when score >= threshold."""
     raw = json.dumps({"p_yes": p_yes, "p_no": p_no, "from": source})
     if p_yes + p_no <= 0.0:
-        return Verdict(cfg.keep_unparsed, None, "unparsed", raw, False, "logprobs")
+        return Verdict(cfg.keep_unparsed, None, drops.UNPARSED, raw, False, "logprobs")
     score = p_yes / (p_yes + p_no)
     label = YES if score >= 0.5 else NO
     kept = score >= cfg.threshold

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from .. import drops
 from ..config import AssembleConfig
 from ..measures.embed import embed
 from ..measures.splits import seeded_fraction
@@ -62,13 +63,13 @@ def _drop(record: Record, reason: str, **info: Any) -> None:
 def pair_problem(r: Record) -> str | None:
     """Why a kept record cannot form a pair (or its chosen copies the text), or None."""
     if not (r.get("text") or "").strip():
-        return "empty source text"
+        return drops.EMPTY_SOURCE_TEXT
     if not (r.get("instruction") or "").strip():
-        return "no instruction"
+        return drops.NO_INSTRUCTION
     if not (r.get("chosen") or "").strip():
-        return "no chosen response"
+        return drops.NO_CHOSEN_RESPONSE
     if normalise(r["chosen"]) == normalise(r["text"]):
-        return "chosen equals rejected"
+        return drops.CHOSEN_EQUALS_REJECTED
     return None
 
 
@@ -188,7 +189,7 @@ def decide(records: Iterable[Record], cfg: AssembleConfig) -> Decisions:
 
     def flush() -> None:
         for rid, (twin, cosine) in near.block(waiting).items():
-            out.drops[rid] = (f"near-duplicate instruction of {twin}",
+            out.drops[rid] = (f"{drops.NEAR_DUPLICATE_INSTRUCTION} of {twin}",
                               {"duplicate_of": twin, "cosine": cosine})  # fmt: skip
             del scores[rid]
         waiting.clear()
@@ -202,15 +203,14 @@ def decide(records: Iterable[Record], cfg: AssembleConfig) -> Decisions:
         if problem is not None:
             out.drops[rid] = (problem, {})
             continue
-        checks = ((first_text, _digest(r["text"]), "source text"),
-                  (first_instruction, _digest(r["instruction"]), "instruction"))  # fmt: skip
-        for seen, key, what in checks:
-            if key in seen:
-                out.drops[rid] = (f"duplicate {what} of {seen[key]}", {"duplicate_of": seen[key]})
-                break
-            seen[key] = rid
-        if rid in out.drops:
+        checks = ((first_text, _digest(r["text"]), drops.DUPLICATE_SOURCE_TEXT),
+                  (first_instruction, _digest(r["instruction"]), drops.DUPLICATE_INSTRUCTION))
+        twin = next(((outcome, seen[key]) for seen, key, outcome in checks if key in seen), None)
+        if twin is not None:  # registered only when kept: never a duplicate of a dropped one
+            out.drops[rid] = (f"{twin[0]} of {twin[1]}", {"duplicate_of": twin[1]})
             continue
+        for seen, key, _ in checks:
+            seen[key] = rid
         scores[rid] = split_score(r["text"], cfg.seed)
         waiting.append((rid, r["instruction"]))
         if len(waiting) == BLOCK:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import drops
 from ..config import DomainConfig, FilterConfig
 from ..llm.base import Backend, Prompt
 from ..measures import verdict as V
@@ -73,7 +74,7 @@ def filter_records(
             continue
         instruction = str(record.get("instruction") or "").strip()
         if not instruction:
-            add_verdict(record, STAGE, False, "no_instruction", model=expert.identity())
+            add_verdict(record, STAGE, False, drops.NO_INSTRUCTION, model=expert.identity())
             continue
         category = str(record.get("category"))
         todo.append(record)

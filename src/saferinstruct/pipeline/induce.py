@@ -19,7 +19,7 @@ import json
 import re
 from collections import Counter
 
-from .. import prompts
+from .. import drops, prompts
 from ..config import InduceConfig, ReverseTrainConfig
 from ..errors import BadInput
 from ..llm.base import Backend, GenParams, Prompt, derive_seed, require
@@ -128,14 +128,15 @@ def induce(
         elif is_kept(record):
             problems = Counter(record["candidate_problems"])
             why = ", ".join(f"{k}: {v}" for k, v in sorted(problems.items()))
-            add_verdict(record, STAGE, False, f"no valid candidate ({why})", model=model.identity())
+            outcome = drops.REQUEST_FAILED if "induce_error" in record else drops.NO_VALID_CANDIDATE
+            add_verdict(record, STAGE, False, f"{outcome} ({why})", model=model.identity())
     return records
 
 
 def _collect(record: Record, raws: list[str], error: str | None, cfg: InduceConfig) -> list[str]:
     record["candidates_raw"] = raws
     if error is not None:
-        record["candidates"], record["candidate_problems"] = [], ["request_failed"]
+        record["candidates"], record["candidate_problems"] = [], [drops.REQUEST_FAILED]
         record["induce_error"] = error
         return []
     cleaned = [clean_instruction(raw) for raw in raws]

@@ -40,6 +40,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
+from .. import drops
 from ..config import DomainConfig, JudgeConfig
 from ..errors import BadInput
 from ..io import file_stem, read_records
@@ -88,12 +89,12 @@ def pair_problem(chosen: str, rejected: str, cosine: float, cfg: JudgeConfig) ->
     if kind is None and cosine >= cfg.max_pair_cosine:
         kind = f"cosine {cosine:.3f} >= {cfg.max_pair_cosine}"
     if kind is not None:
-        return f"near_copy ({kind})"
+        return f"{drops.NEAR_COPY} ({kind})"
     if len(re.findall(r"[^\W\d_]+", chosen)) < cfg.min_chosen_words:
-        return "degenerate_chosen"
+        return drops.DEGENERATE_CHOSEN
     overlap = bigram_overlap(chosen, rejected)
     if overlap >= cfg.max_rejected_overlap:
-        return f"carries_rejected ({overlap:.2f} of bigrams)"
+        return f"{drops.CARRIES_REJECTED} ({overlap:.2f} of bigrams)"
     return None
 
 
@@ -212,7 +213,7 @@ def drop_compliant(todo: list[tuple[Record, float]]) -> list[tuple[Record, float
     kept = []
     for (record, cosine), label in zip(todo, labels, strict=True):
         if label == COMPLIANCE:
-            _pair_drop(record, "complies_with_harmful (refusal classifier)", cosine)
+            _pair_drop(record, f"{drops.COMPLIES_WITH_HARMFUL} (refusal classifier)", cosine)
         else:
             kept.append((record, cosine))
     return kept
@@ -230,6 +231,7 @@ def contrast_verdict(real: V.Verdict, swapped: V.Verdict, margin: float) -> V.Ve
     return replace(
         real,
         kept=diff > margin,
+        label=V.YES if diff > margin else V.NO,  # the contrast decides, and says so
         score=round(0.5 + diff / 2, 4),
         reason=f"contrast {diff:+.3f} (real {real.score:.2f}, swapped {swapped.score:.2f})",
     )
@@ -237,9 +239,9 @@ def contrast_verdict(real: V.Verdict, swapped: V.Verdict, margin: float) -> V.Ve
 
 def _missing(record: Record) -> str | None:
     for field, reason in (
-        ("instruction", "no_instruction"),
-        ("chosen", "empty_chosen"),
-        ("text", "empty_rejected"),
+        ("instruction", drops.NO_INSTRUCTION),
+        ("chosen", drops.EMPTY_CHOSEN),
+        ("text", drops.EMPTY_REJECTED),
     ):
         if not str(record.get(field) or "").strip():
             return reason

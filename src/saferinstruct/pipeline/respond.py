@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .. import prompts
+from .. import drops, prompts
 from ..config import DomainConfig, RespondConfig
 from ..errors import BadInput
 from ..llm.base import Backend, Completion, GenParams, Prompt, derive_seed
@@ -84,7 +84,7 @@ def respond(
     todo = [r for r in records if is_kept(r)]
     for record in todo:
         if not (record.get("instruction") or "").strip():
-            add_verdict(record, STAGE, False, "no instruction")
+            add_verdict(record, STAGE, False, drops.NO_INSTRUCTION)
     todo = [r for r in todo if is_kept(r)]
     if not todo:
         return records
@@ -158,9 +158,9 @@ def _apply(record: Record, cands: list[Candidate], model: str) -> None:
     if chosen is None:
         first = cands[0].completion
         if first.error is not None:
-            add_verdict(record, STAGE, False, "request_failed", error=first.error, **info)
+            add_verdict(record, STAGE, False, drops.REQUEST_FAILED, error=first.error, **info)
         else:
-            add_verdict(record, STAGE, False, "empty response", raw=first.text, **info)
+            add_verdict(record, STAGE, False, drops.EMPTY_RESPONSE, raw=first.text, **info)
         return
     completion = chosen.completion
     record["chosen"] = chosen.text

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+from .. import drops
 from ..config import SourceConfig, parse_shard
 from ..errors import BadInput
 from ..io import file_stem, read_records
@@ -48,7 +49,9 @@ def load_sources(cfg: SourceConfig, limit: int | None = None) -> Iterator[Record
             row["id"] = f"{stem}:{number}"
         if not _matches(row, cfg.where):
             continue
-        category = str(row.get("category") or cfg.default_category)
+        # no category column: one category, whatever columns the file has
+        named = row.get("category") if cfg.category_column else None
+        category = str(named or cfg.default_category)
         if cap is not None and seen[category] >= cap:
             continue
         seen[category] += 1
@@ -67,7 +70,7 @@ def load_sources(cfg: SourceConfig, limit: int | None = None) -> Iterator[Record
             continue
         record = new_record(rid, text, category, source_index=number, **extra)
         if not text.strip():
-            add_verdict(record, "sources", False, "empty text")
+            add_verdict(record, "sources", False, drops.EMPTY_TEXT)
         yield record
     if not ids:
         raise BadInput(f"{cfg.path}: no source texts (an empty file, only a header, or no row "

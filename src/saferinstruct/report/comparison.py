@@ -70,12 +70,12 @@ def metric_table(data: dict[str, Any]) -> Table:
 
 def paired_cell(result: dict[str, Any], better: str) -> str:
     """'+0.250 [0.150, 0.350], p 0.0001 (McNemar): lifts', or '... : not separated'."""
-    from ..measures.stats import verdict
+    from ..measures.stats import direction
 
     lo, hi = result["ci95"]
     test = "McNemar" if result["test"] == "mcnemar" else "sign-flip"
     return (f"{result['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}], p {result['p']:.4f} "
-            f"({test}): {verdict(result, better)}")  # fmt: skip
+            f"({test}): {direction(result, better)}")  # fmt: skip
 
 
 def paired_table(data: dict[str, Any]) -> Table:
@@ -178,7 +178,8 @@ def examples(data: dict[str, Any], k: int = EXAMPLES) -> list[dict[str, Any]]:
             out.append({
                 "set": set_name,
                 "prompt": clip(text),
-                "answers": {n: clip(a[set_name][i]) for n, a in data["_answers"].items()},
+                "answers": {n: clip(a[set_name][i]) if a[set_name][i] is not None
+                            else "(request failed)" for n, a in data["_answers"].items()},
             })  # fmt: skip
     return out + disagreement_examples(data)
 

@@ -29,18 +29,10 @@ from typing import Any
 from ..config import ModelConfig, TrainStepConfig
 from ..errors import BadInput
 from ..io import write_atomic
-from .common import (
-    card_settings,
-    finished_model,
-    learning_rate,
-    load_base,
-    lora_config,
-    quiet_stdout,
-    schedule_args,
-    time_budget_callback,
-    train_and_save,
-    train_dataset,
-)
+from .hardware import load_base, lora_config
+from .outputs import card_settings, rows_identity, step_identity, train_and_save, training_session
+from .ranks import train_dataset
+from .schedule import learning_rate, quiet_stdout, schedule_args, time_budget_callback
 
 log = logging.getLogger("saferinstruct")
 
@@ -113,6 +105,20 @@ def with_stored_refs(rows: list[dict], stored: dict[str, tuple[float, float]]) -
     return out
 
 
+def StoredReferenceDPOTrainer() -> Any:  # noqa: N802 (a class, made when TRL is loaded)
+    """TRL's DPOTrainer that takes reference log-probs already in the rows as precomputed
+    (its precompute step keeps such a dataset as it is)."""
+    from trl import DPOTrainer
+
+    class StoredReference(DPOTrainer):
+        def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+            if "ref_chosen_logps" in dataset.column_names:
+                return dataset
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    return StoredReference
+
+
 def make_dpo_trainer(
     data: list[dict], step: TrainStepConfig, out_dir: Path, ref_logps_path: Path | None = None
 ) -> tuple[Any, Any]:
@@ -129,7 +135,7 @@ def make_dpo_trainer(
     lr = learning_rate(step, LORA_LR, FULL_LR)
     budget = time_budget_callback(step.max_minutes)
 
-    def build(train_rows: list[dict], precompute: bool) -> Any:
+    def build(train_rows: list[dict], precompute: bool, trainer_class: Any = DPOTrainer) -> Any:
         model, tokenizer, _ = load_base(step.base_model)
         args = DPOConfig(
             **schedule_args(out_dir, len(rows), step.batch_size, lr, step.epochs,
@@ -138,7 +144,7 @@ def make_dpo_trainer(
             beta=step.beta,
             precompute_ref_log_probs=precompute,
         )
-        return DPOTrainer(
+        return trainer_class(
             model=model,
             # a reference copy only when it must run during training: with LoRA the
             # adapters are switched off, with precompute TRL scores the untrained policy
@@ -150,15 +156,15 @@ def make_dpo_trainer(
             callbacks=[budget],
         )
 
-    if stored:
-        trainer = build(with_stored_refs(rows, stored), precompute=False)
+    if stored and all(r["ref_key"] in stored for r in rows):
+        # The rows carry their reference log-probs (TRL's collator passes them on) and the
+        # loss reads them from the batch, as after TRL's own precompute: no reference
+        # model is loaded, LoRA or full.
+        trainer = build(with_stored_refs(rows, stored), True, StoredReferenceDPOTrainer())
         if not any(math.isnan(v) for v in trainer.train_dataset["ref_chosen_logps"]):
             log.info("reusing reference log-probs: %s", ref_logps_path)
-            # The rows carry the reference log-probs (TRL's collator passes them on);
-            # this makes the loss read them from the batch, as after TRL's own precompute.
-            trainer.precompute_ref_logps = True
-            trainer.ref_model = None
             return quiet_stdout(trainer), budget
+    if stored:
         log.info("some rows have no stored reference log-probs: computing them all")
     trainer = build(rows, precompute=step.precompute_ref)
     if step.precompute_ref and ref_logps_path is not None and trainer.is_world_process_zero():
@@ -169,23 +175,24 @@ def make_dpo_trainer(
 
 def train_dpo(
     data: list[dict], step: TrainStepConfig, out_dir: Path, ref_dir: Path | None = None,
-    source: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None, force: bool = False,
 ) -> Path:
     """Train (or resume, or reuse) DPO; returns `out_dir/model` (a merged HF dir).
 
     Reference log-probs are kept in `ref_dir` (default: `out_dir/ref_logps`); `source`
-    (file, hash, rows) goes into the card's data section."""
+    (file, hash, rows) goes into the card's data section. A folder trained with other
+    settings or data is refused (BadInput naming what changed) unless `force`."""
     out_dir = Path(out_dir)
-    done = finished_model(out_dir)
-    if done is not None:
-        log.info("DPO model already trained: %s", done)
-        return done
-    key = ref_logps_key(step.base_model, step.max_length) if step.precompute_ref else None
-    ref_path = Path(ref_dir or out_dir / "ref_logps") / f"{key}.jsonl" if key else None
-    trainer, budget = make_dpo_trainer(data, step, out_dir, ref_path)
-    sections = {
-        "data": {**(source or {}), "pairs": len(dpo_rows(data)),
-                 "reference log-probs": str(ref_path)},  # fmt: skip
-        "hyper-parameters": card_settings(step, trainer),
-    }
-    return train_and_save(trainer, budget, out_dir, step.lora, "DPO model", sections)
+    identity = step_identity("dpo", step, rows_identity(dpo_rows(data)))
+    with training_session(out_dir, identity, force) as done:
+        if done is not None:
+            return done
+        key = ref_logps_key(step.base_model, step.max_length) if step.precompute_ref else None
+        ref_path = Path(ref_dir or out_dir / "ref_logps") / f"{key}.jsonl" if key else None
+        trainer, budget = make_dpo_trainer(data, step, out_dir, ref_path)
+        sections = {
+            "data": {**(source or {}), "pairs": len(dpo_rows(data)),
+                     "reference log-probs": str(ref_path)},  # fmt: skip
+            "hyper-parameters": card_settings(step, trainer),
+        }
+        return train_and_save(trainer, budget, out_dir, step.lora, "DPO model", sections)

@@ -35,15 +35,9 @@ from ..llm.fingerprint import file_hash, fingerprint
 from ..measures.splits import split_of
 from ..paths import cache_root
 from ..prompts import reverse_prompt
-from .common import (
-    finished_model,
-    load_base,
-    lora_config,
-    quiet_stdout,
-    schedule_args,
-    time_budget_callback,
-    train_and_save,
-)
+from .hardware import load_base, lora_config
+from .outputs import finished_model, train_and_save, training_identity, training_session
+from .schedule import quiet_stdout, schedule_args, time_budget_callback
 
 log = logging.getLogger("saferinstruct")
 
@@ -131,21 +125,33 @@ def trained_model(cfg: ReverseTrainConfig) -> Path | None:
     return finished_model(model_dir(cfg))
 
 
-def train_reverse(cfg: ReverseTrainConfig, out_dir: Path | None = None) -> Path:
+def reverse_identity(cfg: ReverseTrainConfig) -> dict[str, Any]:
+    """What a reverse model depends on (`outputs.training_identity`): the cache key's
+    settings, the pairs file's content and the package versions."""
+    settings = {k: getattr(cfg, k) for k in _KEY_FIELDS if k != "base_model"}
+    settings["order"] = _DATA_ORDER
+    data = {"file_sha256": file_hash(Path(cfg.path))}
+    return training_identity("reverse-train", settings, cfg.base_model.model, data)
+
+
+def train_reverse(cfg: ReverseTrainConfig, out_dir: Path | None = None,
+                  force: bool = False) -> Path:  # fmt: skip
     """Train (or resume, or reuse) the reverse model; returns the HF model directory
-    (cut short when the `max_minutes` guard stopped it: `finished_model` says so)."""
+    (cut short when the `max_minutes` guard stopped it: `finished_model` says so). An
+    `out_dir` trained with other settings is refused (naming what changed) unless
+    `force`; the user cache's folder for these settings is retrained when anything else
+    (the package versions) differs."""
     work = Path(out_dir) if out_dir else model_dir(cfg)
-    done = finished_model(work)
-    if done is not None:
-        log.info("reverse model already trained: %s", done)
-        return done
-    trainer, budget, n_pairs = make_trainer(cfg, work)
-    sections = {
-        "data": {"path": cfg.path, "train_pairs": n_pairs, "split": "by id"},
-        "hyper-parameters": asdict(cfg),
-    }
-    title = "Reverse model (P(instruction | response))"
-    return train_and_save(trainer, budget, work, cfg.lora, title, sections)
+    with training_session(work, reverse_identity(cfg), force, owned=out_dir is None) as done:
+        if done is not None:
+            return done
+        trainer, budget, n_pairs = make_trainer(cfg, work)
+        sections = {
+            "data": {"path": cfg.path, "train_pairs": n_pairs, "split": "by id"},
+            "hyper-parameters": asdict(cfg),
+        }
+        title = "Reverse model (P(instruction | response))"
+        return train_and_save(trainer, budget, work, cfg.lora, title, sections)
 
 
 def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:

@@ -3,7 +3,7 @@
 Rows are TRL conversational preference rows; the trainer sees prompt-completion rows
 built from `prompt` and `chosen` only. `rejected` is dropped before the dataset is
 built, so it is never a training target. Loss on the completion only. Precision comes
-from the hardware (common.hardware_args: TRL's bf16 + gradient-checkpointing defaults
+from the hardware (hardware.hardware_args: TRL's bf16 + gradient-checkpointing defaults
 are 12x slower on these CPUs). LoRA by default (r=16, alpha=32, lr 2e-4, merged into a
 normal HF directory at the end); full fine-tune default lr 2e-5. A killed run resumes
 from its last checkpoint; `max_minutes` stops cleanly and saves. Every setting is one
@@ -20,18 +20,10 @@ from typing import Any
 
 from ..config import TrainStepConfig
 from ..errors import BadInput
-from .common import (
-    card_settings,
-    finished_model,
-    learning_rate,
-    load_base,
-    lora_config,
-    quiet_stdout,
-    schedule_args,
-    time_budget_callback,
-    train_and_save,
-    train_dataset,
-)
+from .hardware import load_base, lora_config
+from .outputs import card_settings, rows_identity, step_identity, train_and_save, training_session
+from .ranks import train_dataset
+from .schedule import learning_rate, quiet_stdout, schedule_args, time_budget_callback
 
 log = logging.getLogger("saferinstruct")
 
@@ -77,21 +69,22 @@ def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path) -> 
 
 
 def train_sft(data: list[dict], step: TrainStepConfig, out_dir: Path,
-              source: dict[str, Any] | None = None) -> Path:  # fmt: skip
+              source: dict[str, Any] | None = None, force: bool = False) -> Path:  # fmt: skip
     """Train (or resume, or reuse) SFT on `chosen`; returns `out_dir/model` (HF dir).
-    `source` (file, hash, rows) goes into the card's data section."""
+    `source` (file, hash, rows) goes into the card's data section. A folder trained with
+    other settings or data is refused (BadInput naming what changed) unless `force`."""
     out_dir = Path(out_dir)
-    done = finished_model(out_dir)
-    if done is not None:
-        log.info("SFT model already trained: %s", done)
-        return done
-    trainer, budget = make_sft_trainer(data, step, out_dir)
-    sections = {
-        "data": {**(source or {}), "pairs": len(sft_rows(data)),
-                 "target": "chosen (rejected never used)"},  # fmt: skip
-        "hyper-parameters": card_settings(step, trainer),
-    }
-    return train_and_save(
-        trainer, budget, out_dir, step.lora, "SFT model (trained on the chosen answers only)",
-        sections,
-    )
+    identity = step_identity("sft", step, rows_identity(sft_rows(data)))
+    with training_session(out_dir, identity, force) as done:
+        if done is not None:
+            return done
+        trainer, budget = make_sft_trainer(data, step, out_dir)
+        sections = {
+            "data": {**(source or {}), "pairs": len(sft_rows(data)),
+                     "target": "chosen (rejected never used)"},  # fmt: skip
+            "hyper-parameters": card_settings(step, trainer),
+        }
+        return train_and_save(
+            trainer, budget, out_dir, step.lora, "SFT model (trained on the chosen answers "
+            "only)", sections,
+        )  # fmt: skip
