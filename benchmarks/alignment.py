@@ -328,7 +328,7 @@ def main() -> None:
     (work / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     if args.report:
         from saferinstruct import api
-        from saferinstruct.evaluate.compare import CompareConfig
+        from saferinstruct.config import CompareConfig
 
         cfg = CompareConfig(harmful_prompts=prompts_csv, harmful_limit=args.harmful // 2,
                             xstest_limit=args.xstest, helpfulness_limit=20,

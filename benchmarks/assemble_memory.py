@@ -27,10 +27,11 @@ import json, resource, time
 from saferinstruct.threads import choose
 choose()
 from saferinstruct import api
+from saferinstruct.recipes.data import assemble_records
 from saferinstruct.io import read_jsonl
 cfg = api.load_config({config!r})
 start = time.perf_counter()
-api.assemble(lambda: read_jsonl({judged!r}), cfg, {out!r})
+assemble_records(lambda: read_jsonl({judged!r}), cfg, {out!r})
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({{"seconds": time.perf_counter() - start,
                   "peak_rss_mb": usage.ru_maxrss / 1024}}))

@@ -125,7 +125,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from saferinstruct.api import load_training_data
+    from saferinstruct.recipes.training import load_training_data
 
     data = ROOT / "data" / "safer-instruct"
     rows = load_training_data(data / "hate-sample.csv") + load_training_data(

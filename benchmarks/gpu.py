@@ -194,7 +194,7 @@ def paper7b(args: argparse.Namespace) -> dict[str, Any]:
 
 def reverse(args: argparse.Namespace) -> dict[str, Any]:
     from saferinstruct import api
-    from saferinstruct.config import ModelConfig
+    from saferinstruct.config import ModelConfig, RecoveryConfig
 
     overrides = [f"reverse_train.max_pairs={args.max_pairs}",
                  f"reverse_train.epochs={args.epochs}",
@@ -205,11 +205,11 @@ def reverse(args: argparse.Namespace) -> dict[str, Any]:
     model_dir = api.reverse_train(cfg)
     train_s = time.time() - start
     start = time.time()
-    rows = api.eval_recovery(
-        rt.path, ModelConfig(model=str(model_dir), batch_size=32), mode="reverse",
-        split="validation", limit=args.n, validation_fraction=rt.validation_fraction,
-        max_text_chars=rt.max_response_chars, score=False,
-    )["rows"]  # fmt: skip
+    settings = RecoveryConfig(mode="reverse", split="validation", limit=args.n,
+                              validation_fraction=rt.validation_fraction,
+                              max_text_chars=rt.max_response_chars)  # fmt: skip
+    rows = api.eval_recovery(rt.path, ModelConfig(model=str(model_dir), batch_size=32), settings,
+                             score=False)["rows"]  # fmt: skip
     induce_s = time.time() - start
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from saferinstruct import api
-    from saferinstruct.config import ModelConfig
+    from saferinstruct.config import ModelConfig, RecoveryConfig
 
     cfg = api.load_config(None, args.set)
     rt = cfg.reverse_train
@@ -55,13 +55,14 @@ def main() -> None:
     )
     common = dict(split="validation", limit=args.n, validation_fraction=rt.validation_fraction)
     pairs = rt.path
-    results = {"first_sentence": api.eval_recovery(pairs, None, mode="first-sentence", **common)}
+    results = {"first_sentence": api.eval_recovery(
+        pairs, None, RecoveryConfig(mode="first-sentence", **common))}  # fmt: skip
     if not args.skip_prompted:
-        results["prompted"] = api.eval_recovery(pairs, ModelConfig(), mode="prompted", **common)
+        results["prompted"] = api.eval_recovery(pairs, ModelConfig(),
+                                                RecoveryConfig(mode="prompted", **common))
     reverse_cfg = ModelConfig(model=str(model_dir))
-    results["reverse"] = api.eval_recovery(
-        pairs, reverse_cfg, mode="reverse", max_text_chars=rt.max_response_chars, **common
-    )
+    results["reverse"] = api.eval_recovery(pairs, reverse_cfg, RecoveryConfig(
+        mode="reverse", max_text_chars=rt.max_response_chars, **common))  # fmt: skip
     for r in results.values():
         r.pop("by_generator", None)
     harmful = {}
@@ -103,13 +104,14 @@ def main() -> None:
 
 
 def score_harmful(api, model_cfg, n: int, chars: int) -> dict:
+    from saferinstruct.config import RecoveryConfig
+
     out = {}
     for name in ("hate", "self-harm"):
-        out[name] = api.eval_recovery(
-            SHARED / f"{name}.csv", model_cfg, mode="reverse", instruction_column="instruction",
-            output_column="rejected", limit=n, max_text_chars=chars,
-            out_dir=ROOT / "runs" / "recovery" / name,
-        )  # fmt: skip
+        settings = RecoveryConfig(mode="reverse", instruction_column="instruction",
+                                  output_column="rejected", limit=n, max_text_chars=chars)
+        out[name] = api.eval_recovery(SHARED / f"{name}.csv", model_cfg, settings,
+                                      out_dir=ROOT / "runs" / "recovery" / name)  # fmt: skip
         out[name].pop("by_generator", None)
     return out
 

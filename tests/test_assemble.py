@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from saferinstruct.api import write_dataset
 from saferinstruct.config import AssembleConfig
 from saferinstruct.funnel import funnel
 from saferinstruct.io import read_jsonl, write_jsonl_atomic
 from saferinstruct.measures.text import normalise
 from saferinstruct.pipeline.assemble import assemble, assign_splits, split_score
+from saferinstruct.recipes.data import write_dataset
 from saferinstruct.records import add_verdict, new_record, reason_key
 from saferinstruct.rundir import RunDir
 
@@ -38,7 +38,8 @@ TOPICS = [
 
 
 def assemble_into(run_dir: Path, records: list[dict], cfg: AssembleConfig, info: dict) -> dict:
-    """Assemble and write the files, as `api.assemble` does (without funnel and report)."""
+    """Assemble and write the files, as `recipes.data.assemble_records` does (without
+    funnel and report)."""
     return write_dataset(RunDir(run_dir), lambda: records, cfg, info)
 
 

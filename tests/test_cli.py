@@ -230,3 +230,68 @@ def test_eval_recovery_from_the_command_line(tmp_path):
     unknown = cli("eval", "recovery", "--pairs", str(pairs), "--model", "embedded",
                   "--select", "longest")  # fmt: skip
     assert unknown.returncode == 2 and "longest" in unknown.stderr
+
+
+def config_fields(cls, only=None):
+    """The option fields of a command's dataclass, `flatten` fields opened (name -> field)."""
+    import dataclasses
+    import typing
+
+    from saferinstruct.cli import _plain_type
+
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("only") not in (None, only):
+            continue
+        if f.metadata.get("flatten"):
+            inner = config_fields(_plain_type(hints[f.name]), only)
+            assert not set(inner) & set(out), (cls, set(inner) & set(out))
+            out.update(inner)
+        else:
+            assert f.name not in out, (cls, f.name)
+            out[f.name] = f
+    return out
+
+
+def test_every_option_is_declared_once_in_config():
+    """Walk the commands: each one's options are exactly the fields of its dataclass in
+    config.py (help from the field's doc), no option twice; every command is in
+    `COMMANDS`; cli.py spells no option of its own (only --version)."""
+    import re
+
+    import typer.main
+
+    from saferinstruct import cli as cli_module
+    from saferinstruct import config
+
+    root = typer.main.get_command(cli_module.app)
+
+    def walk(group, prefix=""):
+        for name, cmd in group.commands.items():
+            path = f"{prefix}{name}"
+            if hasattr(cmd, "commands"):
+                yield from walk(cmd, path + " ")
+            else:
+                yield path, cmd
+
+    commands = dict(walk(root))
+    assert set(commands) == set(cli_module.COMMANDS)
+    for name, cmd in commands.items():
+        cls, _, only = cli_module.COMMANDS[name]
+        params = [p for p in cmd.params if p.name != "help"]
+        names = [p.name for p in params]
+        assert len(names) == len(set(names)), name
+        if cls is None:
+            assert not params, name
+            continue
+        assert cls.__module__ == "saferinstruct.config", (name, cls)
+        fields = config_fields(cls, only)
+        assert set(names) == set(fields), (name, set(names) ^ set(fields))
+        for p in params:
+            doc = fields[p.name].metadata["doc"]
+            assert doc and doc in p.help, (name, p.name)
+    source = (ROOT / "src" / "saferinstruct" / "cli.py").read_text()
+    assert re.findall(r'typer\.(?:Option|Argument)\("-', source) == ['typer.Option("-'], (
+        "options declared in cli.py")
+    assert "--version" in source and config.option  # the one declaration helper

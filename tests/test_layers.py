@@ -23,7 +23,7 @@ LAYERS = [
     ("models", {"llm"}),
     ("shared", {"measures", "preferences", "render"}),
     ("components", {"pipeline", "train", "evaluate", "report", "serve", "scaffold"}),
-    ("recipes", {"api", "runner"}),
+    ("recipes", {"api", "runner", "recipes"}),
     ("face", {"cli", "__main__"}),
 ]  # fmt: skip
 RANK = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from saferinstruct import api
 from saferinstruct.config import AssembleConfig, RunConfig
 from saferinstruct.errors import BadInput
 from saferinstruct.io import write_jsonl_atomic
 from saferinstruct.measures.text import distinct_n
+from saferinstruct.recipes.data import assemble_records
 from saferinstruct.records import add_verdict, new_record
 from saferinstruct.render import clip
 from saferinstruct.report.data import diversity_distance
@@ -51,7 +51,8 @@ def build_run(run_dir, with_scores: bool = True) -> list[dict]:
     write_jsonl_atomic(stage_path(run_dir, "respond"), records)
     _verdicts(records, "judge", [0.7, 0.6, None, 0.3, 0.9, 0.8], with_scores)
     write_jsonl_atomic(stage_path(run_dir, "judge"), records)
-    api.assemble(lambda: records, RunConfig(assemble=AssembleConfig(test_fraction=0.3)), run_dir)
+    assemble_records(lambda: records, RunConfig(assemble=AssembleConfig(test_fraction=0.3)),
+                     run_dir)  # fmt: skip
     return records
 
 

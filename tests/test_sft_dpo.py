@@ -224,8 +224,8 @@ def test_dpo_reference_logps_are_saved_and_reused(tmp_path):
 
 
 def test_ref_logps_live_beside_the_dataset(tmp_path):
-    from saferinstruct.api import dpo_ref_dir
     from saferinstruct.errors import BadInput
+    from saferinstruct.recipes.training import dpo_ref_dir
 
     run = tmp_path / "run"
     (run / "dataset").mkdir(parents=True)

@@ -213,7 +213,7 @@ class ReverseTrainConfig:
     )
     path: str = field(
         default="",
-        metadata={"doc": "pairs file; default: shipped AlpacaEval pairs", "cli": "--pairs"},
+        metadata={"doc": "pairs file", "cli": "--pairs", "shown": "the shipped AlpacaEval pairs"},
     )
     instruction_column: str = field(default="instruction", metadata=_doc("instruction column"))
     response_column: str = field(default="output", metadata=_doc("response column"))
@@ -889,7 +889,7 @@ HELPFULNESS_TOKENS = 256
 """New tokens per helpfulness answer, in `eval helpfulness` and `report` alike."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class InitOptions:
     """`init`: a run config and commented prompt files for your own categories."""
 
@@ -899,7 +899,7 @@ class InitOptions:
                                    "helpfulness")  # fmt: skip
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunOptions:
     """`run`: the whole data pipeline."""
 
@@ -918,7 +918,7 @@ class RunOptions:
                                shown="all texts", cli="--shard", metavar="I/N")  # fmt: skip
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ReverseTrainOptions:
     """`reverse-train`: its settings (`ReverseTrainConfig`) and where the model goes."""
 
@@ -930,7 +930,7 @@ class ReverseTrainOptions:
     force: bool = _force()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class InduceOptions:
     """`induce`: the instruction each of your texts answers (stage 01)."""
 
@@ -948,7 +948,7 @@ class InduceOptions:
     overrides: list[str] | None = _overrides()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StageOptions:
     """`filter`, `respond`: one stage over a run directory."""
 
@@ -960,7 +960,7 @@ class StageOptions:
     overrides: list[str] | None = _overrides()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class JudgeOptions:
     """`judge`: the judge stage over a run directory, or an audit of a preference file."""
 
@@ -975,7 +975,7 @@ class JudgeOptions:
     limit: int | None = option(None, "--audit: at most N pairs", shown="all", span=(1, None, True))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AssembleOptions:
     """`assemble`: dedup, split and the dataset files, of one run or of shards."""
 
@@ -986,7 +986,7 @@ class AssembleOptions:
     force: bool = _force()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainOptions:
     """`sft`, `dpo`: a training step (`TrainStepConfig`) on preference data."""
 
@@ -999,7 +999,7 @@ class TrainOptions:
     force: bool = _force()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RecoveryConfig:
     """How `eval recovery` induces instructions from held-out outputs and scores them."""
 
@@ -1020,7 +1020,7 @@ class RecoveryConfig:
                                 "candidates)", span=(0.0, None, True))  # fmt: skip
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RecoveryOptions:
     """`eval recovery`."""
 
@@ -1033,7 +1033,7 @@ class RecoveryOptions:
                               cli=("--out", "-o"))  # fmt: skip
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SafetyEvalConfig:
     """What `eval safety` asks: harmful prompts, and how long each answer may be."""
 
@@ -1044,7 +1044,7 @@ class SafetyEvalConfig:
     max_new_tokens: int = _answer_tokens()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SafetyEvalOptions:
     """`eval safety`."""
 
@@ -1054,7 +1054,7 @@ class SafetyEvalOptions:
     force: bool = _force()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class OverrefusalConfig:
     """What `eval overrefusal` asks: XSTest's safe and unsafe prompts."""
 
@@ -1063,7 +1063,7 @@ class OverrefusalConfig:
     max_new_tokens: int = _answer_tokens()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class OverrefusalOptions:
     """`eval overrefusal`."""
 
@@ -1073,7 +1073,7 @@ class OverrefusalOptions:
     force: bool = _force()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HelpfulnessConfig:
     """How `eval helpfulness` compares a model with a reference: held-out AlpacaEval
     instructions, answers of `max_new_tokens`, a judge asked in both orders."""
@@ -1091,7 +1091,7 @@ class HelpfulnessConfig:
     min_consistency: float = _min_consistency()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HelpfulnessOptions:
     """`eval helpfulness`."""
 
@@ -1101,7 +1101,7 @@ class HelpfulnessOptions:
                               cli=("--out", "-o"))  # fmt: skip
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DownstreamOptions:
     """`eval downstream`: lm-evaluation-harness tasks on a local model."""
 
@@ -1116,14 +1116,14 @@ class DownstreamOptions:
     batch_size: int = option(8, "examples per forward pass", span=(1, None, True))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AgreementOptions:
     """`eval refusal-agreement`."""
 
     labels: Path = option(doc="XSTest-format file: prompt, completion, final_label")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CompareConfig:
     """What `report` runs on; limits keep a quick report quick."""
 
@@ -1150,12 +1150,13 @@ class CompareConfig:
                                           "task", shown="all", span=(1, None, True))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ReportOptions:
     """`report`: several models compared, paired against a baseline."""
 
     settings: CompareConfig = settings_of(CompareConfig)
-    models: list[str] = option(doc="NAME=SPEC, repeated; the first is the default reference")
+    models: list[str] = option(doc="NAME=SPEC, repeated; the first is the default reference",
+                               metavar="NAME=SPEC")
     out: Path = option(doc="folder for comparison.html/.md/.json", cli=("--out", "-o"))
     reference: str | None = option(None, "helpfulness reference: model spec or "
                                    "pairs:GENERATOR", shown="the first of --models")
@@ -1163,7 +1164,7 @@ class ReportOptions:
     force: bool = _force()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelsOptions:
     """`models`: what is available, or what a server supports."""
 
@@ -1176,7 +1177,7 @@ class ModelsOptions:
                               "the key")  # fmt: skip
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ServeOptions:
     """`serve`: a local model over the OpenAI-compatible protocol."""
 

@@ -1,6 +1,6 @@
 """The funnel: records in, kept and dropped at every stage, overall and per category.
 
-Computed once, by `api.assemble`, from the stage files, and written to
+Computed once, by `recipes.data.assemble_records`, from the stage files, and written to
 `DIR/funnel.json`; the data report reads that file.
 
     counts = funnel(RunDir("runs/quick").stage_files())

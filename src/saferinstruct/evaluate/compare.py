@@ -21,11 +21,11 @@ human labels (leave-one-file-out on the shipped XSTest completions).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig
+from ..config import CompareConfig, ModelConfig
 from ..errors import BadInput
 from ..llm.base import Backend, Prompt
 from ..measures import stats
@@ -43,29 +43,6 @@ SET_METRICS = {
     "xstest_unsafe": (("xstest_unsafe_refusal_rate", "refusal_rate"),),
 }  # fmt: skip
 """Report metric <- `safety.indicators` rate, per prompt set."""
-
-
-@dataclass
-class CompareConfig:
-    """What the comparison runs on; limits keep a quick report quick."""
-
-    harmful_prompts: Path | None = None
-    harmful_column: str = "prompt"
-    data: Path | None = None
-    harmful_limit: int | None = 200
-    xstest_limit: int | None = None
-    helpfulness_limit: int | None = 40
-    max_new_tokens: int = 40
-    helpfulness_max_new_tokens: int = 128
-    bootstrap: int = 1000
-    baseline: str | None = None
-    """The model every other is compared with, paired (default: the first)."""
-    min_position_consistency: float = 0.6
-    """Below this the helpfulness judge has no signal: no win-rate is given."""
-    downstream_tasks: list[str] = field(default_factory=list)
-    """lm-eval tasks to add (`evaluate/downstream.py`), each paired against the baseline."""
-    include_path: Path | None = None
-    downstream_limit: int | None = None
 
 
 @dataclass

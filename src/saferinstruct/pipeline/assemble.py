@@ -10,8 +10,8 @@ text never lands in both splits (with two or more texts and 0 < test_fraction < 
 splits get at least one). `settle` (pass two) writes the verdict on each record;
 `split_rows` gives the dataset rows in TRL's conversational preference format, `tally`
 the counts; `dataset_card` writes the card's text. Like every stage it does no file IO:
-the recipe (`api.assemble`) streams the judge stage file through it and writes the stage
-file, the dataset and the card. `assemble` does both passes over a list in memory.
+the recipe (`recipes.data.assemble_records`) streams the judge stage file through it and
+writes the stage file, the dataset and the card. `assemble` does both passes over a list in memory.
 
     from saferinstruct.pipeline.assemble import assemble, dataset_card
     done = assemble(records, AssembleConfig())
