@@ -16,7 +16,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, load_config
+from .config import (
+    AlignConfig,
+    CompareConfig,
+    HelpfulnessConfig,
+    OverrefusalConfig,
+    RecoveryConfig,
+    RunConfig,
+    SafetyEvalConfig,
+    TrainStepConfig,
+    load_config,
+)
 from .recipes.data import (
     audit,
     induce,
@@ -47,7 +57,8 @@ __all__ = [
     "reverse_train", "induce", "filter", "respond", "judge", "audit", "assemble", "merge",
     "sft", "dpo", "eval_recovery", "eval_safety", "eval_overrefusal", "eval_helpfulness",
     "eval_downstream", "eval_reward_model", "eval_refusal_agreement", "report", "report_line",
-    "models", "probe", "serve",
+    "models", "probe", "serve", "AlignConfig", "CompareConfig", "HelpfulnessConfig",
+    "OverrefusalConfig", "RecoveryConfig", "RunConfig", "SafetyEvalConfig", "TrainStepConfig",
 ]  # fmt: skip
 
 

@@ -268,6 +268,20 @@ class RunDir(OutputDir):
         return json.loads(self.funnel.read_text(encoding="utf-8"))
 
 
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """The installed version of each package ("not installed" where it is not): part of
+    what an output's identity records."""
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
 def identity_hash(identity: dict[str, Any]) -> str:
     """sha256 of an identity (what `run.json` keeps as `config_hash`)."""
     blob = json.dumps(identity, sort_keys=True, default=str)

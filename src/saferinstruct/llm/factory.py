@@ -37,21 +37,7 @@ def make_raw_backend(cfg: ModelConfig) -> Backend:
     if cfg.backend == "openai":
         from .openai_http import OpenAIBackend
 
-        return OpenAIBackend(
-            model=cfg.model,
-            base_url=cfg.base_url,
-            api_key=api_key(cfg),
-            max_concurrency=cfg.max_concurrency,
-            max_retries=cfg.max_retries,
-            timeout_s=cfg.timeout_s,
-            max_failures_in_row=cfg.max_failures_in_row,
-            wait_for_server_s=cfg.wait_for_server_s,
-            logprobs=cfg.supports_logprobs,
-            score=cfg.supports_score,
-            json_schema=cfg.supports_json_schema,
-            retry_timeouts=cfg.retry_timeouts,
-            revision=cfg.revision,
-        )
+        return OpenAIBackend.from_config(cfg, api_key(cfg))
     from .local import LocalBackend
 
     return LocalBackend(cfg.model, batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype)

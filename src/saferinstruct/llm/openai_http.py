@@ -55,6 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
+from ..config import ModelConfig
 from ..errors import BadInput, EndpointDown
 from ..progress import count, report_calls
 from .base import Capabilities, Completion, GenParams, Message, Prompt, Score
@@ -270,6 +271,11 @@ def _parse_score(data: dict[str, Any], split: int, end: int) -> Score:
     return Score(logprob=sum(real), n_tokens=len(real))
 
 
+_ROLE = ModelConfig(backend="openai")
+"""An endpoint role's settings as `ModelConfig` declares them: the one owner of the
+defaults below (a backend built from a role passes every one: `from_config`)."""
+
+
 class OpenAIBackend:
     """A model served behind an OpenAI-compatible HTTP API (see the module docstring)."""
 
@@ -282,21 +288,21 @@ class OpenAIBackend:
         model: str,
         base_url: str | list[str] | None = None,
         api_key: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        max_concurrency: int = 64,
-        max_retries: int = 4,
-        timeout_s: float = 60.0,
+        api_key_env: str = _ROLE.api_key_env,
+        max_concurrency: int = _ROLE.max_concurrency,
+        max_retries: int = _ROLE.max_retries,
+        timeout_s: float = _ROLE.timeout_s,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 20.0,
-        max_failures_in_row: int = 8,
-        logprobs: bool = True,
-        score: bool = True,
+        max_failures_in_row: int = _ROLE.max_failures_in_row,
+        logprobs: bool = _ROLE.supports_logprobs,
+        score: bool = _ROLE.supports_score,
         n: bool = True,
-        json_schema: bool = True,
+        json_schema: bool = _ROLE.supports_json_schema,
         chat: bool | None = None,
-        retry_timeouts: bool = False,
+        retry_timeouts: bool = _ROLE.retry_timeouts,
         revision: str | None = None,
-        wait_for_server_s: float = 0.0,
+        wait_for_server_s: float = _ROLE.wait_for_server_s,
     ) -> None:
         self.model = model
         default = os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
@@ -323,6 +329,19 @@ class OpenAIBackend:
         self._ever_ok = False
         self._usage = Usage()
         self._executor: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, api_key: str | None = None) -> OpenAIBackend:
+        """The backend of an endpoint role (`cfg`), with its key."""
+        return cls(
+            model=cfg.model, base_url=cfg.base_url, api_key=api_key,
+            api_key_env=cfg.api_key_env, max_concurrency=cfg.max_concurrency,
+            max_retries=cfg.max_retries, timeout_s=cfg.timeout_s,
+            max_failures_in_row=cfg.max_failures_in_row,
+            wait_for_server_s=cfg.wait_for_server_s, logprobs=cfg.supports_logprobs,
+            score=cfg.supports_score, json_schema=cfg.supports_json_schema,
+            retry_timeouts=cfg.retry_timeouts, revision=cfg.revision,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"

@@ -27,8 +27,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from .. import drops
 from ..config import AssembleConfig
 from ..measures.embed import embed
@@ -302,26 +300,27 @@ def _size_category(n: int) -> str:
 
 
 def card_header(summary: dict[str, Any], info: dict[str, Any]) -> str:
+    """The card's YAML header, as the Hugging Face Hub reads it (huggingface_hub's
+    `DatasetCardData`): licence, language, tags, size and the split files."""
+    from huggingface_hub import DatasetCardData
+
     safety = info.get("domain", "safety") == "safety"
     tags = ["preference", "dpo", "synthetic", "safer-instruct"]
     tags += ["safety", "alignment", "not-for-all-audiences"] if safety else []
-    header = {
-        "license": info.get("license", "other"),
-        "license_name": info.get("license_name", "academic-research-only"),
-        "license_link": info.get("license_link", "https://github.com/uscnlp-lime/safer-instruct"),
-        "language": ["en"],
-        "pretty_name": info.get("pretty_name", "Safer-Instruct generated preference data"),
-        "tags": tags,
-        "task_categories": ["text-generation"],
-        "size_categories": [_size_category(summary["kept"])],
-        "configs": [
-            {
-                "config_name": "default",
-                "data_files": [{"split": s, "path": split_name(s)} for s in SPLITS if summary[s]],
-            }
-        ],
-    }
-    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n"
+    data = DatasetCardData(
+        license=info.get("license", "other"),
+        license_name=info.get("license_name", "academic-research-only"),
+        license_link=info.get("license_link", "https://github.com/uscnlp-lime/safer-instruct"),
+        language=["en"],
+        pretty_name=info.get("pretty_name", "Safer-Instruct generated preference data"),
+        tags=tags,
+        task_categories=["text-generation"],
+        size_categories=[_size_category(summary["kept"])],
+        configs=[{"config_name": "default",
+                  "data_files": [{"split": s, "path": split_name(s)} for s in SPLITS
+                                 if summary[s]]}],
+    )  # fmt: skip
+    return "---\n" + data.to_yaml() + "\n---\n"
 
 
 def _counts_table(summary: dict[str, Any]) -> str:

@@ -15,7 +15,6 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from ..pipeline.induce import check_backends
 from ..pipeline.induce import induce as induce_stage
 from ..pipeline.sources import load_sources
 from ..records import Record, is_kept
-from ..rundir import SPLITS, RunDir, stage_number
+from ..rundir import SPLITS, RunDir, package_versions, stage_number
 from ..runner import Flow, StageResult, Step, run_stage, stream
 from .training import reverse_train
 
@@ -49,13 +48,9 @@ _PACKAGES = ["torch", "transformers", "trl", "peft", "openai", "datasets", "llgu
 
 
 def versions() -> dict[str, str]:
-    out = {"safer-instruct": __version__, "python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    """Versions the resolved config records: ours, Python's, and `_PACKAGES`'."""
+    return {"safer-instruct": __version__, "python": platform.python_version(),
+            **package_versions(_PACKAGES)}  # fmt: skip
 
 
 def write_resolved_config(cfg: RunConfig, run: RunDir, models: dict[str, str]) -> Path:

@@ -29,7 +29,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from ..config import TrainStepConfig, without_transport
 from ..errors import BadInput
 from ..io import write_atomic
 from ..llm.fingerprint import fingerprint
-from ..rundir import OutputDir, identity_changes
+from ..rundir import OutputDir, identity_changes, package_versions
 from .hardware import effective_hardware
 from .ranks import ranks_record, record_batches, world_size
 from .saving import save_final
@@ -58,17 +57,6 @@ TRAINING_RECORD = "training.json"
 """Beside a trained model: whether its training finished (steps done and planned)."""
 
 
-
-def package_versions(names: tuple[str, ...] = RESULT_PACKAGES) -> dict[str, str]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def training_identity(command: str, settings: dict[str, Any], base_model: str,
                       data: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """What a trained model depends on: the command, its weight-changing settings (the
@@ -81,7 +69,7 @@ def training_identity(command: str, settings: dict[str, Any], base_model: str,
                                   if k != "model"}  # fmt: skip
     return json.loads(json.dumps({
         "command": command, "settings": settings, "base_model": fingerprint(base_model),
-        "data": data, "versions": package_versions(),
+        "data": data, "versions": package_versions(RESULT_PACKAGES),
     }, default=str))  # fmt: skip
 
 
