@@ -102,6 +102,19 @@ def test_a_utf8_bom_is_not_part_of_the_first_column(tmp_path):
     assert record["id"] == "7" and record["text"] == "hello"
 
 
+def test_no_category_column_means_one_category(tmp_path):
+    """`category_column: null` reads no category, even from a file that has the column."""
+    from saferinstruct.config import SourceConfig
+    from saferinstruct.pipeline.sources import load_sources
+
+    src = tmp_path / "texts.csv"
+    src.write_text("id,text,category\n1,one,hate\n2,two,self-harm\n")
+    named = [r["category"] for r in load_sources(SourceConfig(path=str(src)))]
+    assert named == ["hate", "self-harm"]
+    none = SourceConfig(path=str(src), category_column=None)
+    assert {r["category"] for r in load_sources(none)} == {"default"}
+
+
 def test_long_texts_are_cut_once_at_load_and_counted(tmp_path):
     from saferinstruct.config import SourceConfig
     from saferinstruct.funnel import stage_counts

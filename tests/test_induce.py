@@ -3,6 +3,8 @@ candidate ranking with the real embedded model, and the stage end to end."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from saferinstruct.config import InduceConfig
@@ -151,3 +153,20 @@ def test_dropped_records_pass_through_untouched():
     out = induce([r], FixedCandidates(["never used"]), cfg())
     assert out[0]["drop_reason"] == "sources: empty text"
     assert "candidates" not in out[0]
+
+
+def test_induce_cuts_texts_where_reverse_training_cut_them():
+    """The induce command, as `run`: in reverse mode a text is cut at
+    reverse_train.max_response_chars unless induce.max_text_chars says otherwise."""
+    from saferinstruct.config import RunConfig
+    from saferinstruct.pipeline.induce import text_chars
+    from saferinstruct.recipes.data import reverse_text_limit
+
+    cfg = RunConfig()
+    cfg.reverse_train = dataclasses.replace(cfg.reverse_train, max_response_chars=123)
+    reverse_text_limit(cfg)
+    assert text_chars(cfg.induce) == 123
+    mine = RunConfig()
+    mine.induce.max_text_chars = 50
+    reverse_text_limit(mine)
+    assert text_chars(mine.induce) == 50

@@ -221,6 +221,12 @@ def test_contrast_verdict_keeps_on_the_margin_between_orders():
         kept=False, score=None, reason="unparsed", raw="", parsed=False, mode="json"
     )
     assert contrast_verdict(unparsed, v(0.4), 0.0) is unparsed
+    # the label says what the contrast decided (the expert's first answer was "no")
+    said_no = V.Verdict(kept=False, score=0.42, reason="", raw="", parsed=True,
+                        mode="logprobs", label=V.NO)  # fmt: skip
+    turned = contrast_verdict(said_no, v(0.30), 0.0)
+    assert turned.kept and turned.label == V.YES and turned.outcome == V.YES
+    assert dropped.label == V.NO and dropped.outcome == V.NO
 
 
 def test_chosen_that_complies_with_a_harmful_instruction_is_dropped(embedded_backend, call_cache):

@@ -400,7 +400,8 @@ def eval_recovery_cmd(p: Parsed) -> None:
 
     o: C.RecoveryOptions = p.options
     model = parse_model_spec(o.model) if o.model else None
-    _print_json(api.eval_recovery(o.pairs, model, o.settings, cache=o.cache, out_dir=o.out))
+    _print_json(api.eval_recovery(o.pairs, model, o.settings, cache=o.cache, out_dir=o.out,
+                                  force=o.force))  # fmt: skip
 
 
 def _show_answers(result: dict[str, Any]) -> None:

@@ -1031,6 +1031,7 @@ class RecoveryOptions:
     cache: Path | None = option(None, "call cache file", shown="the shared user cache")
     out: Path | None = option(None, "keep the induce stage file here", shown="a temp folder",
                               cli=("--out", "-o"))  # fmt: skip
+    force: bool = _force()
 
 
 @dataclass(kw_only=True)

@@ -39,7 +39,8 @@ log = logging.getLogger("saferinstruct")
 
 def eval_recovery(pairs_path: str | Path, model: ModelConfig | None,
                   cfg: RecoveryConfig | None = None, cache: str | Path | None = None,
-                  out_dir: str | Path | None = None, score: bool = True) -> dict[str, Any]:
+                  out_dir: str | Path | None = None, score: bool = True,
+                  force: bool = False) -> dict[str, Any]:  # fmt: skip
     """Induce instructions from held-out outputs and score them against the true ones.
 
     With `score=False`, nothing is scored (no embedding model is needed): the result is
@@ -54,22 +55,36 @@ def eval_recovery(pairs_path: str | Path, model: ModelConfig | None,
         raise BadInput(f"--mode: expected reverse, prompted or first-sentence, got {cfg.mode!r}")
     rows = recovery.held_out_rows(pairs_path, cfg.instruction_column, cfg.output_column,
                                   cfg.split, cfg.validation_fraction, cfg.limit)  # fmt: skip
-    if cfg.mode == "first-sentence":
-        preds = recovery.baseline(rows)
-    else:
+    backend, icfg = None, None
+    if cfg.mode != "first-sentence":
         if model is None:
             raise BadInput(f"--model is required for --mode {cfg.mode}")
         icfg = recovery.induce_settings(cfg.mode, cfg.max_new_tokens, cfg.max_text_chars,
                                         cfg.candidates, cfg.select, cfg.temperature)  # fmt: skip
         backend = Backends(str(cache) if cache else None).get(model)
         check_backends(icfg, backend, None)
-        run_ = RunDir(out_dir if out_dir else tempfile.mkdtemp(prefix="recovery-"))
-        step = Step("induce", lambda chunk: induce_stage(chunk, backend, icfg), [backend])
-        result = run_stage(step, recovery.as_records(rows), run_, total=len(rows))
-        preds = [r.get("instruction") or "" for r in result.records]
-    if not score:
-        return {"rows": recovery.with_predictions(rows, preds)}
-    return recovery.summary(rows, preds, cfg.mode, Path(pairs_path).name, out_dir)
+    identity = {"command": "eval recovery", "model": backend and backend.identity(),
+                "pairs": _file_identity(pairs_path), "settings": _settings(cfg)}  # fmt: skip
+    with output_session(out_dir, identity, force):
+        preds = recovery_predictions(rows, backend, icfg, out_dir)
+        if not score:
+            return {"rows": recovery.with_predictions(rows, preds)}
+        return recovery.summary(rows, preds, cfg.mode, Path(pairs_path).name, out_dir)
+
+
+def recovery_predictions(rows: list[dict[str, Any]], backend: Any, icfg: Any,
+                         out_dir: str | Path | None) -> list[str]:  # fmt: skip
+    """The instruction induced for each held-out output (the first sentence for the
+    heuristic: no backend), through the induce stage into `out_dir` (a temp folder
+    without one)."""
+    from ..evaluate import recovery
+
+    if backend is None:
+        return recovery.baseline(rows)
+    run_ = RunDir(out_dir if out_dir else tempfile.mkdtemp(prefix="recovery-"))
+    step = Step("induce", lambda chunk: induce_stage(chunk, backend, icfg), [backend])
+    result = run_stage(step, recovery.as_records(rows), run_, total=len(rows))
+    return [r.get("instruction") or "" for r in result.records]
 
 
 def eval_safety(model: str, cfg: SafetyEvalConfig | None = None, out: Path | None = None,
