@@ -137,14 +137,7 @@ class OutputDir:
         from the comparison: a stage command knows the config, not the run's --limit
         or sources; the identity kept is then the folder's first one."""
         old = self.read_state()
-        changed = identity_changes(old, identity, ignore)
-        if changed:
-            if not force:
-                raise BadInput(
-                    f"{self.root} was made with other settings ({', '.join(changed[:4])}"
-                    f"{' ...' if len(changed) > 4 else ''} changed): write to a new --out "
-                    f"(the call cache makes unchanged work free), or {remedy}"
-                )
+        if self.refuses(identity, force, ignore, remedy):
             self.clear()
         for stale in self.root.rglob(".*.tmp"):  # a killed writer's leftovers
             stale.unlink(missing_ok=True)
@@ -152,6 +145,21 @@ class OutputDir:
             self.mark("running", identity)
         else:
             self.mark("running")
+
+    def refuses(self, identity: dict[str, Any], force: bool = False,
+                ignore: tuple[str, ...] = (), remedy: str = "add --force to replace its "
+                "outputs") -> bool:
+        """What `begin` decides, without writing: BadInput naming what changed when the
+        folder was made with another identity (and not `force`); True when `force` must
+        clear it first. A writer that pays before it writes asks this first."""
+        changed = identity_changes(self.read_state(), identity, ignore)
+        if changed and not force:
+            raise BadInput(
+                f"{self.root} was made with other settings ({', '.join(changed[:4])}"
+                f"{' ...' if len(changed) > 4 else ''} changed): write to a new --out "
+                f"(the call cache makes unchanged work free), or {remedy}"
+            )
+        return bool(changed)
 
     def clear(self) -> None:
         """Remove every output (what `--force` does before writing afresh)."""

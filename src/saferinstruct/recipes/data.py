@@ -270,22 +270,31 @@ def audit(
     category: str | None = None,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """Judge an existing preference file; writes the judge stage file, returns counts."""
+    """Judge an existing preference file; writes the judge stage file into `run_dir`
+    (opened with the file's digest and the config as its identity), returns counts."""
+    from ..llm.fingerprint import file_hash
     from ..pipeline.judge import audit_file, audit_summary
 
+    if not Path(path).exists():
+        raise BadInput(f"--audit: file not found: {path}")
     run = RunDir(run_dir)
     expert = Backends(cfg.cache).get(cfg.expert)
+    identity = {**run_identity(cfg), "audit": {"file_sha256": file_hash(Path(path)),
+                "columns": columns, "category": category, "limit": limit}}  # fmt: skip
+    remedy = "use the config and file it was made with"
     with run.lock():
+        run.refuses(identity, remedy=remedy)  # before any model call
         records = audit_file(path, expert, cfg.judge, cfg.domain, columns, category, limit)
+        run.begin(identity, remedy=remedy)
         run.write_jsonl(run.stage("judge"), records)
+        run.finish()
     out = run.stage("judge")
     return {**audit_summary(records), "file": str(out), "model_calls": expert.stats.misses}
 
 
 def assemble_records(read: Callable[[], Iterable[Record]], cfg: RunConfig,
-                     run_dir: str | Path,
-             models: dict[str, str] | None = None,
-             calls: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:  # fmt: skip
+                     run_dir: str | Path, models: dict[str, str] | None = None,
+                     calls: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Stage 05: dedup and split over the records `read()` gives (called twice: two
     streaming passes); writes the stage file, the dataset and its card, the funnel
     (computed here, once; with `calls`, each stage's model calls, cache hits, failures,
