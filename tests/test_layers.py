@@ -19,7 +19,7 @@ from conftest import ROOT
 PACKAGE = ROOT / "src" / "saferinstruct"
 LAYERS = [
     ("base", {"__init__", "errors", "paths", "records", "io", "config", "rundir", "funnel",
-              "drops", "prompts", "progress", "outcome", "threads", "memory"}),
+              "drops", "prompts", "progress", "outcome", "threads", "memory", "machine"}),
     ("models", {"llm"}),
     ("shared", {"measures", "preferences", "render"}),
     ("components", {"pipeline", "train", "evaluate", "report", "serve", "scaffold"}),

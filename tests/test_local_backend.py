@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -152,3 +153,27 @@ def test_generation_leaves_grad_mode_alone(embedded_backend):
     embedded_backend.generate(CHAT[:1], GenParams(max_new_tokens=2))
     embedded_backend.score(CHAT[:1], ["Paris"])
     assert torch.is_grad_enabled()  # training after generation in one process must work
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    from saferinstruct.machine import cpu_flags, native_bf16
+
+    with_bf16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n"
+    without = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"
+    assert native_bf16(with_bf16) and not native_bf16(without)
+    assert native_bf16("flags : amx_bf16 amx_tile\n") and not native_bf16("no flags here")
+    assert "avx2" in cpu_flags(without)
+    this = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    assert native_bf16() == ("avx512_bf16" in this or "amx_bf16" in this)
+
+
+def test_answers_of_two_precisions_never_share_a_cache_identity():
+    """The identity (the call cache's key) names a precision other than fp32; no model
+    is loaded to say so."""
+    from saferinstruct.llm.local import LocalBackend
+
+    fp32 = LocalBackend("embedded", device="cpu", dtype="float32")
+    bf16 = LocalBackend("embedded", device="cpu", dtype="bfloat16")
+    assert fp32.identity() != bf16.identity() and bf16.identity().endswith("@bfloat16")
+    assert LocalBackend("embedded", device="cpu").identity() == fp32.identity()
+    assert fp32._loaded is None and bf16._loaded is None

@@ -35,7 +35,9 @@ log = logging.getLogger("saferinstruct")
 
 
 def pick_device_dtype(device: str | None = None, dtype: str | None = None) -> tuple[str, Any]:
-    """Device and dtype from the hardware: bf16 on a GPU that has it, else fp32 (CPU)."""
+    """Device and dtype from the hardware: bf16 on a GPU that has it, else fp32 (on CPUs,
+    also those with native bf16 (`machine.native_bf16`), until its answers are measured
+    against fp32's; `dtype: bfloat16` asks for it)."""
     import torch
 
     if device is None or device == "auto":
@@ -88,7 +90,13 @@ class LocalBackend:
 
     # -- identity and capabilities (no model load) --------------------------------
     def identity(self) -> str:
-        return f"local:{fingerprint(self.path)}"
+        """`local:<fingerprint>`, and `@<dtype>` when it computes in another dtype than
+        fp32: answers of two precisions never share a cache entry."""
+        import torch
+
+        _, dtype = pick_device_dtype(self._device, self._dtype)
+        precision = "" if dtype == torch.float32 else f"@{str(dtype).removeprefix('torch.')}"
+        return f"local:{fingerprint(self.path)}{precision}"
 
     def capabilities(self) -> Capabilities:
         return Capabilities(logprobs=True, score=True, n=True, json_schema=True)

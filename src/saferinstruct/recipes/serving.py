@@ -11,6 +11,7 @@ from ..config import (
     ModelConfig,
 )
 from ..errors import BadInput
+from ..machine import native_bf16
 from ..paths import cache_root, default_call_cache
 
 log = logging.getLogger("saferinstruct")
@@ -54,6 +55,7 @@ def models() -> dict[str, Any]:
     import torch
 
     info["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    info["cpu_native_bf16"] = native_bf16()
     return info
 
 
