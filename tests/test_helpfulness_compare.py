@@ -148,7 +148,7 @@ def test_report_compares_models_with_intervals(tmp_path):
     r = last_json(cli("report", "--models", "base=embedded", "--models", "again=embedded",
                       "--out", str(out), "--harmful-limit", "4", "--xstest-limit", "3",
                       "--helpfulness-limit", "2", "--max-new-tokens", "12",
-                      check_rc=0).stdout)  # fmt: skip
+                      "--helpfulness-max-new-tokens", "24", check_rc=0).stdout)  # fmt: skip
     assert set(r["models"]) == {"base", "again"}
     data = json.loads((out / "comparison.json").read_text())
     m = data["models"]["base"]["metrics"]

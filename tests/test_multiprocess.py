@@ -69,9 +69,11 @@ def test_two_process_dpo_splits_the_data_and_writes_once(tmp_path):
     assert not set(ranks[0]["batches"]) & set(ranks[1]["batches"]), "the ranks split the data"
     assert ranks[0]["trainable_sha256"] == ranks[1]["trainable_sha256"], "identical weights"
 
-    # one model folder, one card, one log; no temp folders, checkpoints gone
+    # one model folder, one card, one log, the folder's lock and identity (run.json); no
+    # temp folders, checkpoints gone
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "loss.png", "model", "train_log.json", "training.json"]  # fmt: skip
+        ".lock", "README.md", "loss.png", "model", "run.json", "train_log.json",
+        "training.json"]  # fmt: skip
     assert (out / "model" / "model.safetensors").exists()
     assert '"world_size": 2' in (out / "README.md").read_text()
     # the reference log-probs: one file, every row, written by the main process

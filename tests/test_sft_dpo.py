@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 
@@ -339,3 +340,78 @@ def test_training_takes_the_model_config(tmp_path):
     r = cli("sft", "--data", "hh", "--out", str(tmp_path / "o"), "--base-model",
             "openai:m@http://127.0.0.1:9/v1")  # fmt: skip
     assert r.returncode == 2 and "sft.base_model" in r.stderr and "local" in r.stderr
+
+
+def test_dpo_reports_what_it_learned_on_held_out_pairs(tmp_path):
+    """DPO measures held-out pairs before and after training; the figures it records are
+    the saved model's: a trainer over the saved model and the stored reference log-probs
+    measures the same accuracy and margin."""
+    from saferinstruct.train.dpo import make_dpo_trainer, ref_logps_key, train_dpo
+    from saferinstruct.train.held_out import HeldOut
+
+    pairs = short_pairs(10, max_chars=400)
+    step = dpo_step(batch_size=2, epochs=2.0, max_length=128, learning_rate=5e-4)
+    held = HeldOut(pairs[6:], "the last 4 pairs")
+    out = train_dpo(pairs[:6], step, tmp_path / "dpo", held=held)
+    record = json.loads((tmp_path / "dpo" / "training.json").read_text())["held_out"]
+    assert record["pairs"] == 4 and record["from"] == "the last 4 pairs"
+    before, after = record["before"], record["after"]
+    assert before["accuracy"] == 0.0 and abs(before["margin"]) < 1e-6  # policy = reference
+    assert after["margin"] > before["margin"]
+    assert after["chosen_logp_change"] == pytest.approx(after["chosen_reward"] / step.beta,
+                                                        abs=1e-3)  # fmt: skip
+    assert "held-out pairs" in (tmp_path / "dpo" / "README.md").read_text()
+    # the same numbers from the saved model and the stored reference log-probs
+    ref_path = tmp_path / "dpo" / "ref_logps" / f"{ref_logps_key(step.base_model, 128)}.jsonl"
+    check = dataclasses.replace(step, base_model=dataclasses.replace(step.base_model,
+                                model=str(out)), lora=False)  # fmt: skip
+    again, _ = make_dpo_trainer(pairs[:6], check, tmp_path / "check", ref_path, held.rows)
+    assert again.ref_model is None
+    metrics = again.evaluate()
+    assert metrics["eval_rewards/accuracies"] == pytest.approx(after["accuracy"], abs=1e-4)
+    assert metrics["eval_rewards/margins"] == pytest.approx(after["margin"], abs=2e-3)
+
+
+def test_a_dpo_run_that_does_not_move_says_so(tmp_path, caplog):
+    """Learning rate 0: the held-out log-probs stay where they were, and the run ends
+    with a warning naming the setting to change."""
+    import logging
+
+    from saferinstruct.train.dpo import train_dpo
+    from saferinstruct.train.held_out import HeldOut
+
+    pairs = short_pairs(8, max_chars=400)
+    step = dpo_step(batch_size=2, max_steps=1, max_length=96, learning_rate=0.0)
+    with caplog.at_level(logging.WARNING, logger="saferinstruct"):
+        train_dpo(pairs[:4], step, tmp_path, held=HeldOut(pairs[4:], "4 pairs"))
+    record = json.loads((tmp_path / "training.json").read_text())["held_out"]
+    assert any("barely moved" in w and "learning_rate" in w for w in record["warnings"])
+    assert any("near chance" in w for w in record["warnings"])
+    assert "barely moved" in caplog.text
+
+
+@pytest.mark.parametrize("loss_type,smoothing", [("sigmoid", 0.0), ("ipo", 0.0),
+                                                 ("robust", 0.1)])  # fmt: skip
+def test_every_offered_loss_type_trains_and_saves(tmp_path, loss_type, smoothing):
+    from saferinstruct.train.dpo import train_dpo
+
+    step = dpo_step(batch_size=2, max_steps=1, max_length=96, loss_type=loss_type,
+                    label_smoothing=smoothing)  # fmt: skip
+    out = train_dpo(short_pairs(4), step, tmp_path)
+    assert (out / "config.json").exists()
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    losses = [e["loss"] for e in log if "loss" in e]
+    assert losses and all(math.isfinite(x) for x in losses)
+    card = (tmp_path / "README.md").read_text()
+    assert f'"loss_type": "{loss_type}"' in card
+
+
+def test_sft_measures_its_held_out_loss(tmp_path):
+    from saferinstruct.train.held_out import HeldOut
+    from saferinstruct.train.sft import train_sft
+
+    pairs = short_pairs(8, max_chars=400)
+    step = sft_step(batch_size=2, epochs=2.0, max_length=128)
+    train_sft(pairs[:5], step, tmp_path, held=HeldOut(pairs[5:], "3 pairs"))
+    record = json.loads((tmp_path / "training.json").read_text())["held_out"]
+    assert record["pairs"] == 3 and record["after"]["loss"] < record["before"]["loss"]

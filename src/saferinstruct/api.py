@@ -50,13 +50,14 @@ from .recipes.evaluation import (
     report_line,
 )
 from .recipes.serving import models, probe, serve
-from .recipes.training import dpo, reverse_train, sft
+from .recipes.training import dpo, result_line, reverse_train, sft
 
 __all__ = [
     "load_config", "quickstart_config", "use_input", "read_sources", "init", "run",
     "reverse_train", "induce", "filter", "respond", "judge", "audit", "assemble", "merge",
-    "sft", "dpo", "eval_recovery", "eval_safety", "eval_overrefusal", "eval_helpfulness",
-    "eval_downstream", "eval_reward_model", "eval_refusal_agreement", "report", "report_line",
+    "sft", "dpo", "result_line", "eval_recovery", "eval_safety", "eval_overrefusal",
+    "eval_helpfulness", "eval_downstream", "eval_reward_model", "eval_refusal_agreement",
+    "report", "report_line",
     "models", "probe", "serve", "AlignConfig", "CompareConfig", "HelpfulnessConfig",
     "OverrefusalConfig", "RecoveryConfig", "RunConfig", "SafetyEvalConfig", "TrainStepConfig",
 ]  # fmt: skip

@@ -377,7 +377,7 @@ def sft_cmd(p: Parsed) -> None:
     from . import api
 
     o: C.TrainOptions = p.options
-    _print_json({"model": str(api.sft(o.data, o.out, _train_step(p, "sft"), o.force))})
+    _print_json(api.result_line(api.sft(o.data, o.out, _train_step(p, "sft"), o.force)))
 
 
 @command("dpo")
@@ -387,7 +387,7 @@ def dpo_cmd(p: Parsed) -> None:
     from . import api
 
     o: C.TrainOptions = p.options
-    _print_json({"model": str(api.dpo(o.data, o.out, _train_step(p, "dpo"), o.force))})
+    _print_json(api.result_line(api.dpo(o.data, o.out, _train_step(p, "dpo"), o.force)))
 
 
 # ---------------------------------------------------------------- evaluation

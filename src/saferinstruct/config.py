@@ -480,6 +480,21 @@ class TrainStepConfig:
     )
     seed: int = field(default=0, metadata=_doc("training seed"))
     beta: float = field(default=0.1, metadata=_only("dpo", "DPO beta (the paper: 0.1)"))
+    loss_type: str = field(
+        default="sigmoid",
+        metadata=_only("dpo", "TRL's preference loss: sigmoid (DPO), ipo, robust (with "
+                              "--label-smoothing), hinge, ..."),
+    )  # fmt: skip
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={**_only("dpo", "robust / conservative DPO: the share of preference labels "
+                                 "taken as flipped"), "range": (0.0, 0.5, False)},
+    )  # fmt: skip
+    held_out_share: float = field(
+        default=0.1,
+        metadata={"doc": "pairs held out to measure what training learned, when the data "
+                         "has no test split", "range": (0.0, 0.5, True)},
+    )  # fmt: skip
     precompute_ref: bool = field(
         default=True,
         metadata={**_only("dpo", "reference log-probs computed once and stored beside the "
@@ -494,6 +509,7 @@ class TrainStepConfig:
 
     def check(self, kind: str) -> None:
         """BadInput for settings no trainer can use, before any data or model loads."""
+        check_ranges(self, kind)
         if not 0.0 < self.lora_top_fraction <= 1.0:
             raise BadInput(f"{kind}.lora_top_fraction: expected a number in (0, 1], "
                            f"got {self.lora_top_fraction}")  # fmt: skip

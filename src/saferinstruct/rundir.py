@@ -155,7 +155,7 @@ class OutputDir:
         changed = identity_changes(self.read_state(), identity, ignore)
         if changed and not force:
             raise BadInput(
-                f"{self.root} was made with other settings ({', '.join(changed[:4])}"
+                f"{self.root} was made with another config ({', '.join(changed[:4])}"
                 f"{' ...' if len(changed) > 4 else ''} changed): write to a new --out "
                 f"(the call cache makes unchanged work free), or {remedy}"
             )

@@ -148,13 +148,14 @@ def stage(name: str, cfg: RunConfig, run_dir: str | Path,
     (its stage files would mix two configs), marks the directory running (its later
     files are now out of date) and, for assemble, complete again; returns the counts."""
     run_ = RunDir(run_dir)
+    identity, remedy = run_identity(cfg), f"give {name} the config in {run_.config}"
     with run_.lock():
+        run_.refuses(identity, ignore=STAGE_COMMAND_IGNORES, remedy=remedy)
+        path = stage_file(name, run_.root, input)
         if run_.incomplete():
             log.warning("%s: the last run here did not finish; %s reads the files as they are",
                         run_.root, name)  # fmt: skip
-        path = stage_file(name, run_.root, input)
-        run_.begin(run_identity(cfg), ignore=STAGE_COMMAND_IGNORES,
-                   remedy=f"give {name} the config in {run_.config}")
+        run_.begin(identity, ignore=STAGE_COMMAND_IGNORES, remedy=remedy)
         if name == "assemble":
             result = assemble_records(lambda: read_jsonl(path), cfg, run_.root)["assemble"]
             run_.finish()

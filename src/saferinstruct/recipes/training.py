@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import (
     RunConfig,
@@ -18,6 +18,9 @@ from ..config import (
 from ..errors import BadInput
 from ..paths import cache_root
 from ..rundir import RunDir, dataset_file, ref_logps_dir
+
+if TYPE_CHECKING:
+    from ..train.held_out import HeldOut
 
 log = logging.getLogger("saferinstruct")
 
@@ -46,6 +49,26 @@ def load_training_data(data: str | Path, limit: int | None = None) -> list[dict[
     return load_preferences(data, limit=limit)
 
 
+def training_rows(data: str | Path, step: TrainStepConfig) -> tuple[list[dict], HeldOut]:
+    """(the pairs to train on, the held-out pairs that measure what training learned):
+    the data's own held-out part where it has one (a run or dataset directory's test
+    split, HH-RLHF's evaluation part), else `step.held_out_share` of its pairs."""
+    from ..preferences import load_hh, load_preferences
+    from ..train.held_out import MAX_PAIRS, HeldOut, split_rows
+
+    rows = load_training_data(data, step.max_pairs)
+    if str(data) == "hh":
+        held = load_hh(split="eval", limit=MAX_PAIRS)
+        return rows, HeldOut(held, "the HH-RLHF evaluation part (never trained on)")
+    test = RunDir(data).split("test") if Path(data).is_dir() else None
+    if test is not None and not test.exists():
+        test = Path(data) / "test.jsonl"
+    if test is not None and test.exists():
+        held = load_preferences(test, limit=MAX_PAIRS)
+        return rows, HeldOut(held, f"the data's test split ({test.name})")
+    return split_rows(rows, step.held_out_share)
+
+
 def sft(data: str | Path, out_dir: str | Path, step: TrainStepConfig,
         force: bool = False) -> Path:  # fmt: skip
     """SFT on the `chosen` responses (never on `rejected`); returns the model directory.
@@ -54,8 +77,9 @@ def sft(data: str | Path, out_dir: str | Path, step: TrainStepConfig,
 
     step.check("sft")
     check_out_dir(out_dir)
-    rows = load_training_data(data, step.max_pairs)
-    return train_sft(rows, step, Path(out_dir), source=data_source(data, rows), force=force)
+    rows, held = training_rows(data, step)
+    return train_sft(rows, step, Path(out_dir), source=data_source(data, rows), force=force,
+                     held=held)  # fmt: skip
 
 
 def data_source(data: str | Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -66,6 +90,22 @@ def data_source(data: str | Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
     path = hh_default_path() if str(data) == "hh" else dataset_file(data, "train")
     return {"file": str(Path(path).resolve()), "sha256_16": file_hash(Path(path)),
             "rows": len(rows), "given_as": str(data)}  # fmt: skip
+
+
+def result_line(model_dir: Path) -> dict[str, Any]:
+    """What `sft` and `dpo` print: the model, and what its held-out pairs say (from the
+    training record beside it)."""
+    import json
+
+    from ..train.outputs import TRAINING_RECORD
+
+    line: dict[str, Any] = {"model": str(model_dir)}
+    record = Path(model_dir).parent / TRAINING_RECORD
+    if record.exists():
+        held = json.loads(record.read_text()).get("held_out")
+        if held:
+            line["held_out"] = held
+    return line
 
 
 def check_out_dir(out_dir: str | Path) -> None:
@@ -91,6 +131,6 @@ def dpo(data: str | Path, out_dir: str | Path, step: TrainStepConfig,
 
     step.check("dpo")
     check_out_dir(out_dir)
-    rows = load_training_data(data, step.max_pairs)
+    rows, held = training_rows(data, step)
     return train_dpo(rows, step, Path(out_dir), ref_dir=dpo_ref_dir(data),
-                     source=data_source(data, rows), force=force)  # fmt: skip
+                     source=data_source(data, rows), force=force, held=held)  # fmt: skip

@@ -30,7 +30,15 @@ from ..config import ModelConfig, TrainStepConfig
 from ..errors import BadInput
 from ..io import write_atomic
 from .hardware import load_base, lora_config
-from .outputs import card_settings, rows_identity, step_identity, train_and_save, training_session
+from .held_out import HeldOut
+from .outputs import (
+    Measured,
+    card_settings,
+    rows_identity,
+    step_identity,
+    train_and_save,
+    training_session,
+)
 from .ranks import train_dataset
 from .schedule import learning_rate, quiet_stdout, schedule_args, time_budget_callback
 
@@ -82,11 +90,13 @@ def load_ref_logps(path: Path | None) -> dict[str, tuple[float, float]]:
     return out
 
 
-def save_ref_logps(path: Path, dataset: Any, keep: dict[str, tuple[float, float]]) -> None:
-    """Write `[row key, chosen, rejected]` lines: the trainer's precomputed columns, plus
-    the rows of `keep` (an earlier file) that this dataset does not have."""
+def save_ref_logps(path: Path, datasets: list[Any], keep: dict[str, tuple[float, float]]) -> None:
+    """Write `[row key, chosen, rejected]` lines: the trainer's precomputed columns (of
+    its training and held-out sets), plus the rows of `keep` (an earlier file) that these
+    datasets do not have."""
     fresh = {
         k: (float(c), float(r))
+        for dataset in datasets
         for k, c, r in zip(dataset["ref_key"], dataset["ref_chosen_logps"],
                            dataset["ref_rejected_logps"], strict=True)
     }  # fmt: skip
@@ -120,28 +130,36 @@ def StoredReferenceDPOTrainer() -> Any:  # noqa: N802 (a class, made when TRL is
 
 
 def make_dpo_trainer(
-    data: list[dict], step: TrainStepConfig, out_dir: Path, ref_logps_path: Path | None = None
+    data: list[dict], step: TrainStepConfig, out_dir: Path, ref_logps_path: Path | None = None,
+    held_out: list[dict] | None = None,
 ) -> tuple[Any, Any]:
-    """The TRL DPOTrainer for `step` (not yet trained) and its time budget callback.
+    """The TRL DPOTrainer for `step` (not yet trained) and its time budget callback; with
+    `held_out` pairs, its evaluation set (preference accuracy, margins, log-prob change).
 
     With `step.precompute_ref` and a `ref_logps_path`, stored reference log-probs are
-    reused when every row TRL keeps has one, and saved there after TRL computes them."""
+    reused when every row (held-out ones too) has one, and saved there after TRL computes
+    them."""
     from trl import DPOConfig, DPOTrainer
 
     rows = [{**r, "ref_key": row_key(r)} for r in dpo_rows(data)]
+    held = [{**r, "ref_key": row_key(r)} for r in dpo_rows(held_out or [])]
     if not rows:
         raise BadInput("dpo: no rows with a prompt, a chosen and a rejected answer")
     stored = load_ref_logps(ref_logps_path) if step.precompute_ref else {}
     lr = learning_rate(step, LORA_LR, FULL_LR)
     budget = time_budget_callback(step.max_minutes)
 
-    def build(train_rows: list[dict], precompute: bool, trainer_class: Any = DPOTrainer) -> Any:
+    def build(train_rows: list[dict], eval_rows: list[dict], precompute: bool,
+              trainer_class: Any = DPOTrainer) -> Any:  # fmt: skip
         model, tokenizer, _ = load_base(step.base_model)
         args = DPOConfig(
             **schedule_args(out_dir, len(rows), step.batch_size, lr, step.epochs,
                             step.max_length, step.seed, step.trainer_args(),
-                            step.base_model.device, step.max_steps),  # fmt: skip
+                            step.base_model.device, step.max_steps,
+                            evaluate=bool(eval_rows)),  # fmt: skip
             beta=step.beta,
+            loss_type=[step.loss_type],
+            label_smoothing=step.label_smoothing,
             precompute_ref_log_probs=precompute,
         )
         return trainer_class(
@@ -151,48 +169,59 @@ def make_dpo_trainer(
             ref_model=None if step.lora or precompute else load_base(step.base_model)[0],
             args=args,
             train_dataset=train_dataset(train_rows, out_dir),
+            eval_dataset=train_dataset(eval_rows, out_dir) if eval_rows else None,
             processing_class=tokenizer,
             peft_config=lora_config(model, step.lora_top_fraction) if step.lora else None,
             callbacks=[budget],
         )
 
-    if stored and all(r["ref_key"] in stored for r in rows):
+    if stored and all(r["ref_key"] in stored for r in rows + held):
         # The rows carry their reference log-probs (TRL's collator passes them on) and the
         # loss reads them from the batch, as after TRL's own precompute: no reference
         # model is loaded, LoRA or full.
-        trainer = build(with_stored_refs(rows, stored), True, StoredReferenceDPOTrainer())
-        if not any(math.isnan(v) for v in trainer.train_dataset["ref_chosen_logps"]):
+        trainer = build(with_stored_refs(rows, stored), with_stored_refs(held, stored), True,
+                        StoredReferenceDPOTrainer())  # fmt: skip
+        if not any(math.isnan(v) for d in datasets_of(trainer) for v in d["ref_chosen_logps"]):
             log.info("reusing reference log-probs: %s", ref_logps_path)
             return quiet_stdout(trainer), budget
     if stored:
         log.info("some rows have no stored reference log-probs: computing them all")
-    trainer = build(rows, precompute=step.precompute_ref)
+    trainer = build(rows, held, precompute=step.precompute_ref)
     if step.precompute_ref and ref_logps_path is not None and trainer.is_world_process_zero():
         # every rank holds all rows' log-probs (TRL gathers them); the main one writes
-        save_ref_logps(ref_logps_path, trainer.train_dataset, stored)
+        save_ref_logps(ref_logps_path, datasets_of(trainer), stored)
     return quiet_stdout(trainer), budget
+
+
+def datasets_of(trainer: Any) -> list[Any]:
+    """The trainer's training set, and its held-out set when it has one."""
+    return [d for d in (trainer.train_dataset, trainer.eval_dataset) if d is not None]
 
 
 def train_dpo(
     data: list[dict], step: TrainStepConfig, out_dir: Path, ref_dir: Path | None = None,
-    source: dict[str, Any] | None = None, force: bool = False,
+    source: dict[str, Any] | None = None, force: bool = False, held: HeldOut | None = None,
 ) -> Path:
     """Train (or resume, or reuse) DPO; returns `out_dir/model` (a merged HF dir).
 
     Reference log-probs are kept in `ref_dir` (default: `out_dir/ref_logps`); `source`
-    (file, hash, rows) goes into the card's data section. A folder trained with other
-    settings or data is refused (BadInput naming what changed) unless `force`."""
+    (file, hash, rows) goes into the card's data section; `held` pairs measure what the
+    policy learned (training.json's `held_out`). A folder trained with other settings or
+    data is refused (BadInput naming what changed) unless `force`."""
     out_dir = Path(out_dir)
-    identity = step_identity("dpo", step, rows_identity(dpo_rows(data)))
+    held = held or HeldOut([], "none given")
+    data_id = {**rows_identity(dpo_rows(data)), "held_out": rows_identity(dpo_rows(held.rows))}
+    identity = step_identity("dpo", step, data_id)
     with training_session(out_dir, identity, force) as done:
         if done is not None:
             return done
         key = ref_logps_key(step.base_model, step.max_length) if step.precompute_ref else None
         ref_path = Path(ref_dir or out_dir / "ref_logps") / f"{key}.jsonl" if key else None
-        trainer, budget = make_dpo_trainer(data, step, out_dir, ref_path)
+        trainer, budget = make_dpo_trainer(data, step, out_dir, ref_path, held.rows)
         sections = {
             "data": {**(source or {}), "pairs": len(dpo_rows(data)),
                      "reference log-probs": str(ref_path)},  # fmt: skip
             "hyper-parameters": card_settings(step, trainer),
         }
-        return train_and_save(trainer, budget, out_dir, step.lora, "DPO model", sections)
+        return train_and_save(trainer, budget, out_dir, step.lora, "DPO model", sections,
+                              Measured("dpo", held, step.beta))  # fmt: skip

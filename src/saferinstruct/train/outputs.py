@@ -29,6 +29,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from ..io import write_atomic
 from ..llm.fingerprint import fingerprint
 from ..rundir import OutputDir, identity_changes, package_versions
 from .hardware import effective_hardware
+from .held_out import HeldOut, summary
 from .ranks import ranks_record, record_batches, world_size
 from .saving import save_final
 from .schedule import last_checkpoint
@@ -49,6 +51,8 @@ RESULT_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate")
 """The packages whose versions change a trained model (in every training identity)."""
 
 
+HELD_OUT_BEFORE = "held_out_before.json"
+"""The untrained policy's held-out metrics, kept while a training may still resume."""
 MODEL = "model"
 CHECKPOINTS = "checkpoints"
 
@@ -160,27 +164,57 @@ def finished_model(work: Path) -> Path | None:
         return None
 
 
+@dataclass(frozen=True)
+class Measured:
+    """How a training is measured on its held-out pairs (`held_out.py`): which trainer's
+    metrics, the pairs' origin, and DPO's beta (rewards / beta = log-prob change)."""
+
+    kind: str
+    held: HeldOut
+    beta: float | None = None
+
+
 def train_and_save(
-    trainer: Any, budget: Any, work: Path, lora: bool, title: str, sections: dict[str, Any]
+    trainer: Any, budget: Any, work: Path, lora: bool, title: str, sections: dict[str, Any],
+    measured: Measured | None = None,
 ) -> Path:
     """Train (resuming from work/checkpoints), save work/model, then the loss curve, the
     card (`sections` first, then training facts and losses), the log and the training
     record; drop the checkpoints, unless the time guard cut the training (then they stay,
-    for the next call to resume from). Under several processes every one trains and the
-    main one writes; all return when the files are in place."""
+    for the next call to resume from). With held-out pairs (`measured`), the policy is
+    measured on them before and after training, and the record says what it learned.
+    Under several processes every one trains and the main one writes; all return when
+    the files are in place."""
     final = work / MODEL
     resume = last_checkpoint(work / CHECKPOINTS)
     batches = record_batches(trainer) if trainer.args.world_size > 1 else []
+    evaluate = measured is not None and trainer.eval_dataset is not None
+    before = measure_before(trainer, work, resume) if evaluate else None
     start = time.time()
     trainer.train(resume_from_checkpoint=resume)
     minutes = (time.time() - start) / 60
+    after = trainer.evaluate() if evaluate else None
     ranks = ranks_record(trainer, batches)
     save_final(trainer, final, lora)
-    facts = {"minutes": round(minutes, 2), "resumed_from": resume}
+    facts: dict[str, Any] = {"minutes": round(minutes, 2), "resumed_from": resume}
+    if measured is not None:
+        facts["held_out"] = summary(measured.kind, before, after, measured.held, measured.beta)
     if trainer.is_world_process_zero():
         write_training_files(trainer, budget, work, title, sections, facts, ranks)
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def measure_before(trainer: Any, work: Path, resume: str | None) -> dict[str, Any]:
+    """The held-out metrics of the untrained policy: measured now, or read back when the
+    training resumes (the policy of a checkpoint is no longer untrained)."""
+    path = work / HELD_OUT_BEFORE
+    if resume and path.exists():
+        return json.loads(path.read_text())
+    metrics = trainer.evaluate()
+    if trainer.is_world_process_zero():
+        write_atomic(path, json.dumps(metrics))
+    return metrics
 
 
 def write_training_files(trainer: Any, budget: Any, work: Path, title: str,
@@ -189,7 +223,8 @@ def write_training_files(trainer: Any, budget: Any, work: Path, title: str,
     """The main process's files beside the model: loss.png, README.md (the card),
     train_log.json and training.json; the checkpoints go when the training finished."""
     points = loss_history(trainer.state.log_history)
-    plot_losses(points, work / "loss.png", f"{title}: loss")
+    held_points = loss_history(trainer.state.log_history, "eval_loss")
+    plot_losses(points, work / "loss.png", f"{title}: loss", held_points)
     training = {
         "steps": trainer.state.global_step,
         **facts,
@@ -198,35 +233,51 @@ def write_training_files(trainer: Any, budget: Any, work: Path, title: str,
     }
     if ranks:
         training["world_size"] = ranks["world_size"]
+    held_out = facts.get("held_out")
+    for warning in (held_out or {}).get("warnings", []):
+        log.warning("%s: %s", title.split(" (")[0], warning)
     card = {**sections, "training": training, "loss": points, "loss curve": "![loss](loss.png)"}
+    if held_out is not None:
+        card["held-out pairs: what training learned"] = held_out
     write_card(work / "README.md", title, card)
     write_atomic(work / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
     record = {"complete": not budget.stopped_early, "steps": trainer.state.global_step,
               "planned_steps": trainer.state.max_steps}  # fmt: skip
+    if held_out is not None:
+        record["held_out"] = held_out
     if ranks:
         record["distributed"] = ranks
     write_atomic(work / TRAINING_RECORD, json.dumps(record))
     if not budget.stopped_early:
         shutil.rmtree(work / CHECKPOINTS, ignore_errors=True)
+        (work / HELD_OUT_BEFORE).unlink(missing_ok=True)
         OutputDir(work).finish()
 
 
-def loss_history(log_history: list[dict[str, Any]]) -> list[tuple[int, float]]:
-    return [(int(e["step"]), float(e["loss"])) for e in log_history if "loss" in e and "step" in e]
+def loss_history(log_history: list[dict[str, Any]],
+                 key: str = "loss") -> list[tuple[int, float]]:  # fmt: skip
+    """(step, value) of one logged quantity: the training loss, or `eval_loss` (the
+    held-out pairs')."""
+    return [(int(e["step"]), float(e[key])) for e in log_history if key in e and "step" in e]
 
 
-def plot_losses(points: list[tuple[int, float]], path: Path, title: str) -> Path:
+def plot_losses(points: list[tuple[int, float]], path: Path, title: str,
+                held_out: list[tuple[int, float]] | None = None) -> Path:  # fmt: skip
+    """The training loss by step, and the held-out pairs' loss beside it when measured."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    if points:
-        steps, losses = zip(*points, strict=True)
-        ax.plot(steps, losses, marker="o", markersize=3)
+    for series, label in ((points, "training"), (held_out or [], "held-out pairs")):
+        if series:
+            steps, losses = zip(*series, strict=True)
+            ax.plot(steps, losses, marker="o", markersize=3, label=label)
+    if held_out:
+        ax.legend()
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()

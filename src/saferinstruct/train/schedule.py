@@ -29,6 +29,7 @@ def schedule_args(
     extra: dict[str, Any] | None = None,
     device: str = "auto",
     max_steps: int | None = None,
+    evaluate: bool = False,
 ) -> dict[str, Any]:
     """The TrainingArguments fields every trainer here shares: a cosine schedule with a
     short warm-up, ~20 log lines and ~5 checkpoints per epoch in `out_dir/checkpoints`
@@ -36,9 +37,13 @@ def schedule_args(
     hardware. `extra` (a user's optimizer settings, say) overrides any of them. Steps
     are optimizer steps: with gradient accumulation in `extra`, an epoch has
     n_rows / (batch_size x accumulation) of them (warm-up, logging and saving count
-    those, so a 2-step run is not all warm-up)."""
+    those, so a 2-step run is not all warm-up). With `evaluate`, the held-out pairs are
+    measured about four times during training (the held-out curve)."""
     accumulation = max(1, int((extra or {}).get("gradient_accumulation_steps") or 1))
     steps_per_epoch = max(1, -(-n_rows // (batch_size * accumulation)))
+    total = max_steps or max(1, int(steps_per_epoch * epochs))
+    measured = {"eval_strategy": "steps", "eval_steps": max(1, total // 4),
+                "per_device_eval_batch_size": batch_size} if evaluate else {}  # fmt: skip
     return {
         "output_dir": str(Path(out_dir) / "checkpoints"),
         "per_device_train_batch_size": batch_size,
@@ -55,6 +60,7 @@ def schedule_args(
         "report_to": [],
         "seed": seed,
         "disable_tqdm": True,
+        **measured,
         **hardware_args(device),
         **(extra or {}),
     }

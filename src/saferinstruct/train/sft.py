@@ -21,7 +21,15 @@ from typing import Any
 from ..config import TrainStepConfig
 from ..errors import BadInput
 from .hardware import load_base, lora_config
-from .outputs import card_settings, rows_identity, step_identity, train_and_save, training_session
+from .held_out import HeldOut
+from .outputs import (
+    Measured,
+    card_settings,
+    rows_identity,
+    step_identity,
+    train_and_save,
+    training_session,
+)
 from .ranks import train_dataset
 from .schedule import learning_rate, quiet_stdout, schedule_args, time_budget_callback
 
@@ -41,11 +49,13 @@ def sft_rows(data: list[dict]) -> list[dict]:
     return rows
 
 
-def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path) -> tuple[Any, Any]:
-    """The TRL SFTTrainer for `step` (not yet trained) and its time budget callback."""
+def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path,
+                     held_out: list[dict] | None = None) -> tuple[Any, Any]:  # fmt: skip
+    """The TRL SFTTrainer for `step` (not yet trained) and its time budget callback; with
+    `held_out` pairs, its evaluation set (the loss on their chosen answers)."""
     from trl import SFTConfig, SFTTrainer
 
-    rows = sft_rows(data)
+    rows, held_rows = sft_rows(data), sft_rows(held_out or [])
     if not rows:
         raise BadInput("sft: no rows with a prompt and a chosen answer")
     model, tokenizer, _ = load_base(step.base_model)
@@ -53,7 +63,7 @@ def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path) -> 
     args = SFTConfig(
         **schedule_args(out_dir, len(rows), step.batch_size, lr, step.epochs, step.max_length,
                         step.seed, step.trainer_args(), step.base_model.device,
-                        step.max_steps),  # fmt: skip
+                        step.max_steps, evaluate=bool(held_rows)),  # fmt: skip
         completion_only_loss=True,
     )
     budget = time_budget_callback(step.max_minutes)
@@ -61,6 +71,7 @@ def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path) -> 
         model=model,
         args=args,
         train_dataset=train_dataset(rows, out_dir),
+        eval_dataset=train_dataset(held_rows, out_dir) if held_rows else None,
         processing_class=tokenizer,
         peft_config=lora_config(model, step.lora_top_fraction) if step.lora else None,
         callbacks=[budget],
@@ -69,16 +80,21 @@ def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path) -> 
 
 
 def train_sft(data: list[dict], step: TrainStepConfig, out_dir: Path,
-              source: dict[str, Any] | None = None, force: bool = False) -> Path:  # fmt: skip
+              source: dict[str, Any] | None = None, force: bool = False,
+              held: HeldOut | None = None) -> Path:  # fmt: skip
     """Train (or resume, or reuse) SFT on `chosen`; returns `out_dir/model` (HF dir).
-    `source` (file, hash, rows) goes into the card's data section. A folder trained with
-    other settings or data is refused (BadInput naming what changed) unless `force`."""
+    `source` (file, hash, rows) goes into the card's data section; `held` pairs measure
+    the held-out loss before and after. A folder trained with other settings or data is
+    refused (BadInput naming what changed) unless `force`."""
     out_dir = Path(out_dir)
-    identity = step_identity("sft", step, rows_identity(sft_rows(data)))
+    held = held or HeldOut([], "none given")
+    data_id = {**rows_identity(sft_rows(data)),
+               "held_out": rows_identity(sft_rows(held.rows))}  # fmt: skip
+    identity = step_identity("sft", step, data_id)
     with training_session(out_dir, identity, force) as done:
         if done is not None:
             return done
-        trainer, budget = make_sft_trainer(data, step, out_dir)
+        trainer, budget = make_sft_trainer(data, step, out_dir, held.rows)
         sections = {
             "data": {**(source or {}), "pairs": len(sft_rows(data)),
                      "target": "chosen (rejected never used)"},  # fmt: skip
@@ -86,5 +102,5 @@ def train_sft(data: list[dict], step: TrainStepConfig, out_dir: Path,
         }
         return train_and_save(
             trainer, budget, out_dir, step.lora, "SFT model (trained on the chosen answers "
-            "only)", sections,
+            "only)", sections, Measured("sft", held),
         )  # fmt: skip
