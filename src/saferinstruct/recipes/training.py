@@ -103,7 +103,7 @@ def result_line(model_dir: Path) -> dict[str, Any]:
     record = Path(model_dir).parent / TRAINING_RECORD
     if record.exists():
         held = json.loads(record.read_text()).get("held_out")
-        if held:
+        if held and held.get("pairs"):  # with none, its warning is in the log and record
             line["held_out"] = held
     return line
 
