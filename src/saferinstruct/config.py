@@ -938,12 +938,12 @@ class RunOptions:
 class ReverseTrainOptions:
     """`reverse-train`: its settings (`ReverseTrainConfig`) and where the model goes."""
 
-    settings: ReverseTrainConfig = settings_of(ReverseTrainConfig)
     config: Path | None = _config_option()
     out: Path | None = option(None, "output directory", shown="the user cache, keyed by settings",
                               cli=("--out", "-o"))  # fmt: skip
     overrides: list[str] | None = _overrides()
     force: bool = _force()
+    settings: ReverseTrainConfig = settings_of(ReverseTrainConfig)
 
 
 @dataclass(kw_only=True)
@@ -1006,13 +1006,13 @@ class AssembleOptions:
 class TrainOptions:
     """`sft`, `dpo`: a training step (`TrainStepConfig`) on preference data."""
 
-    settings: TrainStepConfig = settings_of(TrainStepConfig)
     data: str = option(doc="'hh' (shipped HH-RLHF train part), a run/dataset dir, a jsonl or csv")
     out: Path = option(doc="output directory (model in model/)", cli=("--out", "-o"))
     config: Path | None = _config_option("training config (sections sft, dpo; see "
                                          "configs/train-paper-7b.yaml)",
                                          "the defaults shown below")  # fmt: skip
     force: bool = _force()
+    settings: TrainStepConfig = settings_of(TrainStepConfig)
 
 
 @dataclass(kw_only=True)
@@ -1040,7 +1040,6 @@ class RecoveryConfig:
 class RecoveryOptions:
     """`eval recovery`."""
 
-    settings: RecoveryConfig = settings_of(RecoveryConfig)
     pairs: Path = option(doc="held-out (instruction, output) pairs")
     model: str | None = option(None, "'embedded', a local HF dir, or openai:NAME@URL",
                                shown="none (needed except for first-sentence)")  # fmt: skip
@@ -1048,6 +1047,7 @@ class RecoveryOptions:
     out: Path | None = option(None, "keep the induce stage file here", shown="a temp folder",
                               cli=("--out", "-o"))  # fmt: skip
     force: bool = _force()
+    settings: RecoveryConfig = settings_of(RecoveryConfig)
 
 
 @dataclass(kw_only=True)
@@ -1065,10 +1065,10 @@ class SafetyEvalConfig:
 class SafetyEvalOptions:
     """`eval safety`."""
 
-    settings: SafetyEvalConfig = settings_of(SafetyEvalConfig)
     model: str = _model_spec()
     out: Path | None = _answers_out()
     force: bool = _force()
+    settings: SafetyEvalConfig = settings_of(SafetyEvalConfig)
 
 
 @dataclass(kw_only=True)
@@ -1084,10 +1084,10 @@ class OverrefusalConfig:
 class OverrefusalOptions:
     """`eval overrefusal`."""
 
-    settings: OverrefusalConfig = settings_of(OverrefusalConfig)
     model: str = _model_spec()
     out: Path | None = _answers_out()
     force: bool = _force()
+    settings: OverrefusalConfig = settings_of(OverrefusalConfig)
 
 
 @dataclass(kw_only=True)
@@ -1112,10 +1112,10 @@ class HelpfulnessConfig:
 class HelpfulnessOptions:
     """`eval helpfulness`."""
 
-    settings: HelpfulnessConfig = settings_of(HelpfulnessConfig)
     model: str = _model_spec("a model spec, or pairs:GENERATOR (shipped)")
     out: Path | None = option(None, "write per-instruction results (jsonl) here", shown="none",
                               cli=("--out", "-o"))  # fmt: skip
+    settings: HelpfulnessConfig = settings_of(HelpfulnessConfig)
 
 
 @dataclass(kw_only=True)
@@ -1171,7 +1171,6 @@ class CompareConfig:
 class ReportOptions:
     """`report`: several models compared, paired against a baseline."""
 
-    settings: CompareConfig = settings_of(CompareConfig)
     models: list[str] = option(doc="NAME=SPEC, repeated; the first is the default reference",
                                metavar="NAME=SPEC")
     out: Path = option(doc="folder for comparison.html/.md/.json", cli=("--out", "-o"))
@@ -1179,6 +1178,7 @@ class ReportOptions:
                                    "pairs:GENERATOR", shown="the first of --models")
     judge: str = option("embedded", "helpfulness judge model")
     force: bool = _force()
+    settings: CompareConfig = settings_of(CompareConfig)
 
 
 @dataclass(kw_only=True)
