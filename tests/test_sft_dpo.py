@@ -415,3 +415,24 @@ def test_sft_measures_its_held_out_loss(tmp_path):
     train_sft(pairs[:5], step, tmp_path, held=HeldOut(pairs[5:], "3 pairs"))
     record = json.loads((tmp_path / "training.json").read_text())["held_out"]
     assert record["pairs"] == 3 and record["after"]["loss"] < record["before"]["loss"]
+
+
+def test_held_out_pairs_come_from_the_test_split_else_a_hashed_share(tmp_path):
+    """A dataset folder's test split is the held-out set; a file without one gives a
+    share of its pairs, the same pairs every time, never also trained on."""
+    from saferinstruct.io import write_jsonl_atomic
+    from saferinstruct.recipes.training import training_rows
+
+    pairs = short_pairs(12, max_chars=500)
+    folder = tmp_path / "dataset"
+    write_jsonl_atomic(folder / "train.jsonl", pairs[:9])
+    write_jsonl_atomic(folder / "test.jsonl", pairs[9:])
+    rows, held = training_rows(folder, sft_step())
+    assert len(rows) == 9 and held.rows == pairs[9:] and "test split" in held.source
+    single = tmp_path / "pairs.jsonl"
+    write_jsonl_atomic(single, pairs)
+    rows, held = training_rows(single, sft_step(held_out_share=0.3))
+    again, held_again = training_rows(single, sft_step(held_out_share=0.3))
+    assert held.rows == held_again.rows and held.rows and "30%" in held.source
+    assert len(rows) + len(held.rows) == 12
+    assert not [r for r in held.rows if r in rows]

@@ -60,13 +60,18 @@ def training_rows(data: str | Path, step: TrainStepConfig) -> tuple[list[dict], 
     if str(data) == "hh":
         held = load_hh(split="eval", limit=MAX_PAIRS)
         return rows, HeldOut(held, "the HH-RLHF evaluation part (never trained on)")
-    test = RunDir(data).split("test") if Path(data).is_dir() else None
-    if test is not None and not test.exists():
-        test = Path(data) / "test.jsonl"
-    if test is not None and test.exists():
-        held = load_preferences(test, limit=MAX_PAIRS)
-        return rows, HeldOut(held, f"the data's test split ({test.name})")
+    if Path(data).is_dir() and has_split(data, "test"):
+        held = load_preferences(dataset_file(data, "test"), limit=MAX_PAIRS)
+        return rows, HeldOut(held, "the data's test split")
     return split_rows(rows, step.held_out_share)
+
+
+def has_split(folder: str | Path, split: str) -> bool:
+    """Whether a run or dataset directory has this split's file."""
+    try:
+        return dataset_file(folder, split).exists()
+    except BadInput:
+        return False
 
 
 def sft(data: str | Path, out_dir: str | Path, step: TrainStepConfig,
