@@ -173,3 +173,25 @@ def test_a_key_variable_that_does_not_look_like_a_key_is_refused(tmp_path):
     proc = cli(*args)
     assert proc.returncode == 2 and "AWS_SECRET_ACCESS_KEY" in proc.stderr
     assert "allow_any_key_env" in proc.stderr
+
+
+def test_force_replaces_what_the_writer_wrote_and_nothing_else(tmp_path):
+    """A folder made with another identity: refused naming the change; forced, only the
+    entries its writer writes go (a user's own file beside them stays)."""
+    from saferinstruct.errors import BadInput
+    from saferinstruct.rundir import OutputDir
+
+    folder = OutputDir(tmp_path / "sft", ("model", "README.md"))
+    with folder.lock():
+        folder.begin({"settings": {"learning_rate": 1e-4}})
+        (folder.root / "model").mkdir()
+        (folder.root / "README.md").write_text("card")
+        folder.finish()
+    (folder.root / "my-notes.txt").write_text("mine")
+    with folder.lock():
+        with pytest.raises(BadInput, match=r"settings\.learning_rate"):
+            folder.begin({"settings": {"learning_rate": 1e-3}})
+        assert folder.complete() and (folder.root / "model").exists()
+        folder.begin({"settings": {"learning_rate": 1e-3}}, force=True)
+    assert not (folder.root / "model").exists() and not (folder.root / "README.md").exists()
+    assert (folder.root / "my-notes.txt").read_text() == "mine" and folder.incomplete()

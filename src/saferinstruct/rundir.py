@@ -69,9 +69,11 @@ class OutputDir:
     """A folder one command writes (a training's --out, an evaluation's --out; `RunDir`
     adds a run's paths): one writer at a time (`lock`), the identity of what is written
     there (`begin`) and whether the last writer finished (`finish`, `complete`), all in
-    `run.json`."""
+    `run.json`. `writes` names what its writer puts there: all that `--force` removes
+    (a user's own files in the folder stay)."""
 
     root: Path
+    writes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -85,10 +87,8 @@ class OutputDir:
         return self.root / LOCK_FILE
 
     def outputs(self) -> list[Path]:
-        """What `begin(force=True)` clears: everything here but the lock and the state."""
-        if not self.root.is_dir():
-            return []
-        return [p for p in self.root.iterdir() if p.name not in (STATE_FILE, LOCK_FILE)]
+        """What `begin(force=True)` clears: the entries its writer writes (`writes`)."""
+        return [self.root / name for name in self.writes]
 
     def write_json(self, path: Path, obj: Any) -> Path:
         return write_atomic(path, json.dumps(obj, indent=2))

@@ -65,7 +65,7 @@ def eval_recovery(pairs_path: str | Path, model: ModelConfig | None,
         check_backends(icfg, backend, None)
     identity = {"command": "eval recovery", "model": backend and backend.identity(),
                 "pairs": _file_identity(pairs_path), "settings": _settings(cfg)}  # fmt: skip
-    with output_session(out_dir, identity, force):
+    with output_session(out_dir, identity, force, RECOVERY_OUTPUTS):
         preds = recovery_predictions(rows, backend, icfg, out_dir)
         if not score:
             return {"rows": recovery.with_predictions(rows, preds)}
@@ -100,7 +100,7 @@ def eval_safety(model: str, cfg: SafetyEvalConfig | None = None, out: Path | Non
     identity = {"command": "eval safety", "model": backend.identity(),
                 "prompts": _file_identity(cfg.prompts or cfg.data),
                 "settings": _settings(cfg, "prompts", "data")}  # fmt: skip
-    with output_session(out, identity, force):
+    with output_session(out, identity, force, (ANSWERS_FILE,)):
         prompts = harmful_prompts(cfg.prompts, cfg.column, cfg.data, cfg.limit)
         result = _with_answers(safety(backend, prompts, cfg.max_new_tokens), out)
     return _no_failures("eval safety", result)
@@ -117,20 +117,21 @@ def eval_overrefusal(model: str, cfg: OverrefusalConfig | None = None,
     backend = Backends(cache).get(parse_model_spec(model))
     identity = {"command": "eval overrefusal", "model": backend.identity(),
                 "settings": _settings(cfg)}  # fmt: skip
-    with output_session(out, identity, force):
+    with output_session(out, identity, force, (ANSWERS_FILE,)):
         result = _with_answers(overrefusal(backend, cfg.max_new_tokens, cfg.limit), out)
     return _no_failures("eval overrefusal", result)
 
 
 @contextmanager
-def output_session(out: str | Path | None, identity: dict[str, Any],
-                   force: bool = False) -> Iterator[OutputDir | None]:  # fmt: skip
+def output_session(out: str | Path | None, identity: dict[str, Any], force: bool,
+                   writes: tuple[str, ...]) -> Iterator[OutputDir | None]:  # fmt: skip
     """An evaluation's or report's --out, opened as every writer opens its folder: locked,
-    refused when made with another identity (unless `force`), complete when written."""
+    refused when made with another identity (unless `force`, which removes what it
+    `writes` there), complete when written."""
     if out is None:
         yield None
         return
-    folder = OutputDir(out)
+    folder = OutputDir(out, writes)
     with folder.lock():
         folder.begin(identity, force)
         yield folder
@@ -175,6 +176,8 @@ def _no_failures(command: str, result: dict[str, Any]) -> dict[str, Any]:
 
 
 ANSWERS_FILE = "answers.jsonl"
+RECOVERY_OUTPUTS = ("stages", "recovery_examples.md")
+COMPARISON_OUTPUTS = ("comparison.html", "comparison.md", "comparison.json", "comparison_files")
 
 
 def _with_answers(result: dict[str, Any], out: Path | None) -> dict[str, Any]:
@@ -272,7 +275,7 @@ def report(models: dict[str, str], out: str | Path, cfg: CompareConfig | None = 
                 "reference": ref_spec, "judge": judge if helpful else None,
                 "prompts": _file_identity(cfg.harmful_prompts or cfg.data),
                 "settings": _settings(cfg, "harmful_prompts", "data")}
-    with output_session(out, identity, force):
+    with output_session(out, identity, force, COMPARISON_OUTPUTS):
         data = compare(entries, Entry(ref_spec, _side(ref_spec, pool)), judge_backend, cfg)
         if cfg.downstream_tasks:
             add_downstream(data, {n: parse_model_spec(spec) for n, spec in models.items()}, cfg)

@@ -59,6 +59,9 @@ CHECKPOINTS = "checkpoints"
 
 TRAINING_RECORD = "training.json"
 """Beside a trained model: whether its training finished (steps done and planned)."""
+TRAINING_OUTPUTS = (MODEL, CHECKPOINTS, "README.md", "loss.png", "train_log.json",
+                    TRAINING_RECORD, HELD_OUT_BEFORE, "ref_logps")
+"""Everything a training writes in its folder (what `--force` clears)."""
 
 
 def training_identity(command: str, settings: dict[str, Any], base_model: str,
@@ -96,7 +99,7 @@ def training_session(work: Path, identity: dict[str, Any], force: bool = False,
     made otherwise: BadInput naming what changed, unless `force` (or `owned`: a folder
     of the user cache keyed by its settings, started afresh when anything else differs,
     such as the package versions)."""
-    out = OutputDir(work)
+    out = OutputDir(work, TRAINING_OUTPUTS)
     main = int(os.environ.get("RANK", "0")) == 0
     with ExitStack() as stack:
         if main:
