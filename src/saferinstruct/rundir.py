@@ -297,14 +297,14 @@ def identity_hash(identity: dict[str, Any]) -> str:
 
 
 def flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as {dotted.key: value} (lists and scalars are leaves)."""
-    if not isinstance(doc, dict):
+    """A nested mapping as {dotted.key: value} (lists, scalars and empty mappings are
+    leaves)."""
+    if not isinstance(doc, dict) or not doc:
         return {prefix: doc}
     out: dict[str, Any] = {}
     for key, value in doc.items():
-        out.update(flatten(value, f"{prefix}{key}." if isinstance(value, dict) and value
-                           else f"{prefix}{key}"))  # fmt: skip
-    return {k.rstrip("."): v for k, v in out.items()}
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
 
 
 def identity_changes(state: dict[str, Any], identity: dict[str, Any],

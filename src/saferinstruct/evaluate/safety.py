@@ -17,6 +17,7 @@ model's backend, built once by the caller.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +53,23 @@ def generate_answers(
     return out
 
 
+def where_answered(answers: list[str | None],
+                   measure: Callable[[list[int]], list[Any]]) -> list[Any]:  # fmt: skip
+    """`measure(done)` over the indices whose request did not fail (it returns one value
+    per index, in order), placed back at those indices; None where the request failed."""
+    done = [i for i, a in enumerate(answers) if a is not None]
+    values = measure(done) if done else []
+    out: list[Any] = [None] * len(answers)
+    for i, value in zip(done, values, strict=True):
+        out[i] = value
+    return out
+
+
 def classify(prompts: list[Prompt], answers: list[str | None]) -> list[str | None]:
     """Each answer's XSTest class; None for a failed request."""
     texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
-    done = [i for i, a in enumerate(answers) if a is not None]
-    labels = default_classifier().predict([texts[i] for i in done],
-                                          [answers[i] for i in done]) if done else []  # fmt: skip
-    out: list[str | None] = [None] * len(answers)
-    for i, label in zip(done, labels, strict=True):
-        out[i] = label
-    return out
+    return where_answered(answers, lambda done: default_classifier().predict(
+        [texts[i] for i in done], [answers[i] for i in done]))  # fmt: skip
 
 
 def indicators(labels: list[str | None]) -> dict[str, list[float | None]]:

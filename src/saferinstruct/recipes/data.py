@@ -150,12 +150,12 @@ def stage(name: str, cfg: RunConfig, run_dir: str | Path,
     run_ = RunDir(run_dir)
     identity, remedy = run_identity(cfg), f"give {name} the config in {run_.config}"
     with run_.lock():
-        run_.refuses(identity, ignore=STAGE_COMMAND_IGNORES, remedy=remedy)
+        unfinished = run_.incomplete()
         path = stage_file(name, run_.root, input)
-        if run_.incomplete():
+        run_.begin(identity, ignore=STAGE_COMMAND_IGNORES, remedy=remedy)  # refuses first
+        if unfinished:
             log.warning("%s: the last run here did not finish; %s reads the files as they are",
                         run_.root, name)  # fmt: skip
-        run_.begin(identity, ignore=STAGE_COMMAND_IGNORES, remedy=remedy)
         if name == "assemble":
             result = assemble_records(lambda: read_jsonl(path), cfg, run_.root)["assemble"]
             run_.finish()
@@ -235,7 +235,7 @@ def _expert_stage(name: str, records: list[Record], cfg: RunConfig, run_dir: str
 
 
 def run_filter(records: list[Record], cfg: RunConfig, run_dir: str | Path,
-           pool: Backends | None = None) -> StageResult:  # fmt: skip
+               pool: Backends | None = None) -> StageResult:  # fmt: skip
     """Stage 02: the expert keeps instructions that would elicit the category's behaviour."""
     from ..pipeline.filter import check_filter
 
@@ -245,7 +245,7 @@ def run_filter(records: list[Record], cfg: RunConfig, run_dir: str | Path,
 
 
 def run_respond(records: list[Record], cfg: RunConfig, run_dir: str | Path,
-            pool: Backends | None = None) -> StageResult:  # fmt: skip
+                pool: Backends | None = None) -> StageResult:  # fmt: skip
     """Stage 03: the expert writes the preferred response (`chosen`)."""
     from ..pipeline.respond import check_respond
 
@@ -254,7 +254,7 @@ def run_respond(records: list[Record], cfg: RunConfig, run_dir: str | Path,
 
 
 def run_judge(records: list[Record], cfg: RunConfig, run_dir: str | Path,
-          pool: Backends | None = None) -> StageResult:  # fmt: skip
+              pool: Backends | None = None) -> StageResult:  # fmt: skip
     """Stage 04: the expert checks every finished pair; failures are dropped with reasons."""
     from ..pipeline.judge import check_judge
 

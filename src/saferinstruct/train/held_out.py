@@ -15,10 +15,11 @@ policy barely moved, ends with a warning naming the setting to change.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from ..measures.splits import hash_fraction
 
 CHANCE = 0.55
 """Held-out preference accuracy at or below this is near chance (0.5)."""
@@ -48,8 +49,7 @@ class HeldOut:
 
 def pair_key(row: dict[str, Any]) -> str:
     """A pair's stable key: its prompt and chosen text."""
-    text = json.dumps([row.get("prompt"), row.get("chosen")], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json.dumps([row.get("prompt"), row.get("chosen")], sort_keys=True)
 
 
 def split_rows(rows: list[dict[str, Any]], share: float) -> tuple[list[dict], HeldOut]:
@@ -57,8 +57,10 @@ def split_rows(rows: list[dict[str, Any]], share: float) -> tuple[list[dict], He
     of each pair (none when `share` is 0 or fewer than 10 rows)."""
     if share <= 0 or len(rows) < 10:
         return rows, HeldOut([], "none (share 0 or fewer than 10 pairs)")
-    held = [r for r in rows if int(pair_key(r)[:8], 16) / 0xFFFFFFFF < share]
-    kept = [r for r in rows if int(pair_key(r)[:8], 16) / 0xFFFFFFFF >= share]
+    held: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    for r in rows:
+        (held if hash_fraction(pair_key(r)) < share else kept).append(r)
     source = f"{share:.0%} of the training pairs, held out by a hash of each pair"
     return kept, HeldOut(held[:MAX_PAIRS], source)
 

@@ -133,38 +133,40 @@ def open_training(out: OutputDir, identity: dict[str, Any], force: bool, main: b
                        "a new --out, or add --force to train afresh")  # fmt: skip
     if main:
         out.begin(identity, force)
-    elif changed and not force:
-        out.begin(identity)  # raises the main process's refusal on this rank too
+    else:
+        out.refuses(identity, force)  # the main process's refusal, on this rank too
     return None
+
+
+def legacy_finished(out: OutputDir) -> bool | None:
+    """Whether a folder trained before run.json existed finished, by its training.json
+    (None: it has run.json, or no readable record)."""
+    if out.state.exists():
+        return None
+    try:
+        return bool(json.loads((out.root / TRAINING_RECORD).read_text()).get("complete"))
+    except (OSError, ValueError):
+        return None
 
 
 def adopt_legacy(out: OutputDir, identity: dict[str, Any]) -> None:
     """A cache folder trained before identities were kept (training.json, no run.json)
     is taken as made with `identity`: its key has every setting."""
-    record = out.root / TRAINING_RECORD
-    if out.state.exists() or not record.exists():
-        return
-    try:
-        finished = bool(json.loads(record.read_text()).get("complete"))
-    except ValueError:
-        return
-    out.mark("complete" if finished else "running", identity)
+    finished = legacy_finished(out)
+    if finished is not None:
+        out.mark("complete" if finished else "running", identity)
 
 
 def finished_model(work: Path) -> Path | None:
-    """`work/model` when its training ran to the end (the folder says complete); None
-    when absent or cut short by the time guard."""
+    """`work/model` when its training ran to the end (the folder says complete, or, for a
+    reverse model of the cache from before run.json, its training.json); None when absent
+    or cut short by the time guard."""
     out = OutputDir(work)
     final = out.root / MODEL
     if not (final / "config.json").exists():
         return None
-    if out.state.exists():
-        return final if out.complete() else None
-    record = out.root / TRAINING_RECORD  # a reverse model of the cache from before run.json
-    try:
-        return final if json.loads(record.read_text()).get("complete") else None
-    except (OSError, ValueError):
-        return None
+    finished = out.complete() if out.state.exists() else legacy_finished(out)
+    return final if finished else None
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,7 @@ def write_training_files(trainer: Any, budget: Any, work: Path, title: str,
     points = loss_history(trainer.state.log_history)
     held_points = loss_history(trainer.state.log_history, "eval_loss")
     plot_losses(points, work / "loss.png", f"{title}: loss", held_points)
+    held_out = facts.pop("held_out", None)
     training = {
         "steps": trainer.state.global_step,
         **facts,
@@ -236,7 +239,6 @@ def write_training_files(trainer: Any, budget: Any, work: Path, title: str,
     }
     if ranks:
         training["world_size"] = ranks["world_size"]
-    held_out = facts.get("held_out")
     for warning in (held_out or {}).get("warnings", []):
         log.warning("%s: %s", title.split(" (")[0], warning)
     card = {**sections, "training": training, "loss": points, "loss curve": "![loss](loss.png)"}
