@@ -76,6 +76,16 @@ def test_a_config_that_is_not_utf8_and_an_out_that_is_a_file(tmp_path):
     one_line_exit_2(run("sft", "--data", "hh", "--out", str(taken)), "is a file")
 
 
+def test_bad_training_settings_stop_before_any_model_loads(tmp_path):
+    out = tmp_path / "dpo"
+    for args, needle in ((["--loss-type", "bogus"], "loss_type"),
+                         (["--label-smoothing", "0.7"], "label_smoothing"),
+                         (["--held-out-share", "0.9"], "held_out_share"),
+                         (["--loss-type", "exo_pair"], "label_smoothing > 0")):  # fmt: skip
+        one_line_exit_2(run("dpo", "--data", "hh", "--out", str(out), *args), needle)
+        assert not out.exists()
+
+
 def test_prompt_dir_resolves_against_the_config_file(tmp_path):
     """A relative `domain.prompt_dir` is the folder beside the config, wherever the
     command runs; a missing one is named with its full path."""

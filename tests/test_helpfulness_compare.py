@@ -65,6 +65,27 @@ class ContentJudge:
         raise AssertionError("not used")
 
 
+class FlakyJudge(ContentJudge):
+    """The same judge, whose requests about `question 1` fail (as after its retries)."""
+
+    def generate(self, prompts, params):
+        out = super().generate(prompts, params)
+        return [Completion(error="HTTP 500 after 4 retries")
+                if "question 1" in p[-1]["content"] else c
+                for p, c in zip(prompts, out, strict=True)]  # fmt: skip
+
+
+def test_a_judge_request_that_failed_is_counted_not_judged():
+    items = [Item(str(i), f"question {i}") for i in range(4)]
+    good = [f"GOOD answer {i}" for i in range(4)]
+    bad = [f"weak answer {i}" for i in range(4)]
+    outcomes = judge_pairs(FlakyJudge(), items, good, bad, VerdictConfig(mode="logprobs"), 100)
+    assert outcomes[1]["judge_failed"] and outcomes[1]["win"] is None
+    assert [bool(o.get("judge_failed")) for o in outcomes] == [False, True, False, False]
+    s = summarize(outcomes)
+    assert s["n"] == 3 and s["win_rate"] == 1.0
+
+
 def test_both_orders_find_a_known_preference_through_position_bias():
     items = [Item(str(i), f"question {i}") for i in range(4)]
     good = [f"GOOD answer {i}" for i in range(4)]

@@ -19,7 +19,6 @@ short form, read by `parse_model_spec`, in YAML as well as on the command line.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 import types
@@ -175,8 +174,7 @@ class SourceConfig:
     default_category: str = field(default="default", metadata=_doc("category when none given"))
     limit: int | None = field(
         default=None,
-        metadata=_ranged((1, None, True),
-                         "keep at most this many per category"),
+        metadata=_ranged((1, None, True), "keep at most this many per category"),
     )
     max_text_chars: int = field(
         default=20000,
@@ -224,8 +222,7 @@ class ReverseTrainConfig:
     )
     validation_fraction: float = field(
         default=0.1,
-        metadata=_ranged((0.0, 1.0, False),
-                         "share of ids held out"),
+        metadata=_ranged((0.0, 1.0, False), "share of ids held out"),
     )
     max_response_chars: int = field(
         default=320, metadata=_doc("responses are cut to this many characters (also at induce)")
@@ -259,8 +256,7 @@ class InduceConfig:
     )
     num_candidates: int = field(
         default=1,
-        metadata=_ranged((1, None, True),
-                         "candidate instructions per text"),
+        metadata=_ranged((1, None, True), "candidate instructions per text"),
     )
     select: str = field(
         default="first",
@@ -268,8 +264,7 @@ class InduceConfig:
     )
     max_instruction_chars: int = field(
         default=400,
-        metadata=_ranged((1, None, True),
-                         "longer = invalid"),
+        metadata=_ranged((1, None, True), "longer = invalid"),
     )
     max_text_chars: int | None = field(
         default=None,
@@ -361,8 +356,7 @@ class JudgeConfig:
     )
     min_chosen_words: int = field(
         default=3,
-        metadata=_ranged((0, None, True),
-                         "a chosen with fewer words is degenerate (unhelpful)")
+        metadata=_ranged((0, None, True), "a chosen with fewer words is degenerate (unhelpful)")
     )
     chosen_must_decline: bool = field(
         default=False,
@@ -390,8 +384,7 @@ class AssembleConfig:
     )
     test_fraction: float = field(
         default=0.1,
-        metadata=_ranged((0.0, 1.0, False),
-                         "share of source texts for test"),
+        metadata=_ranged((0.0, 1.0, False), "share of source texts for test"),
     )
     seed: int = field(default=0, metadata=_doc("split seed"))
 
@@ -443,6 +436,13 @@ class RunConfig:
     )
 
 
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
+                  "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft",
+                  "sigmoid_norm")  # fmt: skip
+"""The loss types TRL's DPOTrainer knows (trl 1.x); another is bad input before any
+model loads (TRL itself would say so only at the first training step)."""
+
+
 def _only(stage: str, text: str) -> dict[str, str]:
     return {"doc": text, "only": stage}
 
@@ -492,8 +492,8 @@ class TrainStepConfig:
     )  # fmt: skip
     held_out_share: float = field(
         default=0.1,
-        metadata={"doc": "pairs held out to measure what training learned, when the data "
-                         "has no test split", "range": (0.0, 0.5, True)},
+        metadata=_ranged((0.0, 0.5, True), "pairs held out to measure what training "
+                         "learned, when the data has no test split"),
     )  # fmt: skip
     precompute_ref: bool = field(
         default=True,
@@ -510,6 +510,11 @@ class TrainStepConfig:
     def check(self, kind: str) -> None:
         """BadInput for settings no trainer can use, before any data or model loads."""
         check_ranges(self, kind)
+        if self.loss_type not in DPO_LOSS_TYPES:
+            raise BadInput(f"{kind}.loss_type: expected one of {', '.join(DPO_LOSS_TYPES)}, "
+                           f"got {self.loss_type!r}")  # fmt: skip
+        if self.loss_type == "exo_pair" and self.label_smoothing == 0.0:
+            raise BadInput(f"{kind}.loss_type exo_pair needs label_smoothing > 0")
         if not 0.0 < self.lora_top_fraction <= 1.0:
             raise BadInput(f"{kind}.lora_top_fraction: expected a number in (0, 1], "
                            f"got {self.lora_top_fraction}")  # fmt: skip
@@ -757,9 +762,10 @@ def run_identity(cfg: RunConfig, limit: int | None = None) -> dict[str, Any]:
 
 
 def config_hash(cfg: RunConfig, limit: int | None = None) -> str:
-    """sha256 of `run_identity` (what run.json keeps)."""
-    blob = json.dumps(run_identity(cfg, limit), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """sha256 of `run_identity` (what run.json keeps, `rundir.identity_hash`)."""
+    from .rundir import identity_hash
+
+    return identity_hash(run_identity(cfg, limit))
 
 
 def without_transport(doc: Any) -> Any:

@@ -32,7 +32,14 @@ from ..measures import stats
 from ..measures.reward import last_user
 from .helpfulness import Side, gate, held_out_items, helpfulness, read_pairs, reference_measures
 from .reward import default_reward_model
-from .safety import classify, generate_answers, harmful_prompts, indicators, xstest_prompts
+from .safety import (
+    classify,
+    generate_answers,
+    harmful_prompts,
+    indicators,
+    where_answered,
+    xstest_prompts,
+)
 
 EXAMPLES = 3
 
@@ -119,7 +126,7 @@ def measure_model(model: Entry, sets: dict[str, list[Prompt]], reference: Entry,
     if not isinstance(model.side, Backend):
         raise BadInput(f"--models: {model.spec!r} is not a model")
     out: dict[str, Any] = {"spec": model.spec, "metrics": {}, "values": {}, "answers": {},
-                           "labels": {}}  # fmt: skip
+                           "labels": {}, "failed": 0}  # fmt: skip
 
     def record(metric: str, values: list[float]) -> None:
         out["values"][metric] = values
@@ -128,6 +135,7 @@ def measure_model(model: Entry, sets: dict[str, list[Prompt]], reference: Entry,
     for name, prompts in sets.items():
         answers, labels = refusal_labels(model.side, prompts, cfg)
         out["answers"][name], out["labels"][name] = answers, labels
+        out["failed"] += answers.count(None)
         flags = indicators(labels)
         for metric, source in SET_METRICS[name]:
             record(metric, flags[source])
@@ -139,11 +147,13 @@ def measure_model(model: Entry, sets: dict[str, list[Prompt]], reference: Entry,
         measures = reference_measures(model.side, rows, items, cfg.helpfulness_max_new_tokens)
         for metric, values in measures.items():
             record(metric, values)
+        out["failed"] += measures["reference_rouge_l"].count(None)  # its answers that failed
         if judge is not None:
             h = helpfulness(
                 model.side, reference.side, judge=judge, limit=cfg.helpfulness_limit,
                 max_new_tokens=cfg.helpfulness_max_new_tokens,
             )  # fmt: skip
+            out["failed"] += sum(1 for i in h["items"] if i.get("judge_failed"))
             wins = [float(i["win"]) for i in h["items"] if i["win"] is not None]
             metric = rate(wins, cfg.bootstrap)
             gated = gate({"win_rate": metric["value"], "position_consistency":
@@ -159,19 +169,14 @@ def measure_model(model: Entry, sets: dict[str, list[Prompt]], reference: Entry,
 def reward_values(reward: Any, prompts: list[Prompt],
                   answers: list[str | None]) -> list[float | None]:  # fmt: skip
     """The reward model's score of each answer; None for a failed request."""
-    done = [i for i, a in enumerate(answers) if a is not None]
-    scores = reward.score([last_user(prompts[i]) for i in done],
-                          [answers[i] for i in done]) if done else []  # fmt: skip
-    out: list[float | None] = [None] * len(answers)
-    for i, v in zip(done, scores, strict=True):
-        out[i] = v
-    return out
+    return where_answered(answers, lambda done: reward.score(
+        [last_user(prompts[i]) for i in done], [answers[i] for i in done]))  # fmt: skip
 
 
 def failed_requests(results: dict[str, Any]) -> dict[str, int]:
-    """Per model, the prompts whose request failed (left out of every rate)."""
-    return {name: sum(1 for answers in r["answers"].values() for a in answers if a is None)
-            for name, r in results.items()}  # fmt: skip
+    """Per model, the requests that failed (answers, and the helpfulness judge's): left
+    out of every rate."""
+    return {name: r["failed"] for name, r in results.items()}
 
 
 def judge_agreement() -> dict[str, Any]:

@@ -29,18 +29,20 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import PAIRS_PREFIX, ShippedAnswers, VerdictConfig
+from ..drops import REQUEST_FAILED
 from ..errors import BadInput
 from ..llm.base import Backend, Prompt
 from ..measures.splits import split_of
 from ..measures.verdict import ask, build_prompt
 from ..paths import data_dir
 from ..prompts import load
-from .safety import generate_answers
+from .safety import generate_answers, where_answered
 
 Side = Backend | ShippedAnswers
 """One side of the comparison: a model's backend, or the shipped answers of a generator."""
@@ -152,10 +154,13 @@ def judge_pairs(backend: Backend, items: list[Item], ours: list[str], theirs: li
                 if a is not None and b is not None]  # fmt: skip
     prompts = judge_prompts([items[i] for i in answered], [ours[i] for i in answered],
                             [theirs[i] for i in answered], verdict.mode, max_chars)  # fmt: skip
-    scores = [v.score if v.parsed else None for v in ask(backend, prompts, verdict, "judge")]
+    verdicts = ask(backend, prompts, verdict, "judge")
+    scores = [v.score if v.parsed else None for v in verdicts]
     outcomes = [pair_outcome(None, None) for _ in items]  # a failed answer: no verdict
     for k, i in enumerate(answered):
         outcomes[i] = pair_outcome(scores[2 * k], scores[2 * k + 1])
+        if REQUEST_FAILED in (verdicts[2 * k].outcome, verdicts[2 * k + 1].outcome):
+            outcomes[i]["judge_failed"] = True  # a lost request, not the judge's answer
     return outcomes
 
 
@@ -171,7 +176,8 @@ def helpfulness(model: Side, reference: Side, judge: Backend,
     theirs = answers_for(reference, rows, items, max_new_tokens)
     outcomes = judge_pairs(judge, items, ours, theirs, verdict, max_answer_chars)
     summary = summarize(outcomes)
-    summary["failed"] = sum(a is None for a in ours) + sum(b is None for b in theirs)
+    summary["failed"] = (sum(a is None for a in ours) + sum(b is None for b in theirs)
+                         + sum(1 for o in outcomes if o.get("judge_failed")))  # fmt: skip
     summary["judge"] = judge.identity()
     summary["items"] = [
         {"id": it.id, **o, "model_answer": a, "reference_answer": b}
@@ -202,11 +208,13 @@ def reference_measures(side: Side, rows: list[dict[str, Any]], items: list[Item]
 
     gold = shipped_answers(rows, REFERENCE_GENERATOR, items)
     ours = answers_for(side, rows, items, max_new_tokens)
-    done = [i for i, o in enumerate(ours) if o is not None]  # a failed request: None
-    mine, theirs = [ours[i] or " " for i in done], [gold[i] for i in done]
+    def rounded(measure: Callable[[list[str], list[str]], list[float]]) -> list[float | None]:
+        return where_answered(ours, lambda done: [round(v, 4) for v in measure(
+            [ours[i] or " " for i in done], [gold[i] for i in done])])  # fmt: skip
+
     out: dict[str, list[float | None]] = {
-        "reference_rouge_l": spread(rouge_l(mine, theirs) if done else [], done, len(ours)),
-        "reference_cosine": spread(paired_cosine(mine, theirs) if done else [], done, len(ours)),
+        "reference_rouge_l": rounded(rouge_l),
+        "reference_cosine": rounded(paired_cosine),
     }
     if isinstance(side, Backend) and side.kind == "local" and side.capabilities().score:
         prompts: list[Prompt] = [[{"role": "user", "content": it.instruction}] for it in items]
@@ -214,10 +222,3 @@ def reference_measures(side: Side, rows: list[dict[str, Any]], items: list[Item]
         out["reference_loglik"] = [None if s.error else round(s.mean_logprob, 4) for s in scores]
     return out
 
-
-def spread(values: list[float], at: list[int], n: int) -> list[float | None]:
-    """`values` (rounded) placed at the indices `at` of a list of `n`; None elsewhere."""
-    out: list[float | None] = [None] * n
-    for i, v in zip(at, values, strict=True):
-        out[i] = round(v, 4)
-    return out
