@@ -19,10 +19,11 @@ from conftest import ROOT
 PACKAGE = ROOT / "src" / "saferinstruct"
 LAYERS = [
     ("base", {"__init__", "errors", "paths", "records", "io", "config", "rundir", "funnel",
-              "drops", "prompts", "progress", "outcome", "threads", "memory", "machine"}),
+              "drops", "prompts", "progress", "outcome", "threads", "memory", "machine", "labels",
+              "estimate"}),
     ("models", {"llm"}),
     ("shared", {"measures", "preferences", "render"}),
-    ("components", {"pipeline", "train", "evaluate", "report", "serve", "scaffold"}),
+    ("components", {"pipeline", "train", "evaluate", "report", "serve", "review", "scaffold"}),
     ("recipes", {"api", "runner", "recipes"}),
     ("face", {"cli", "__main__"}),
 ]  # fmt: skip

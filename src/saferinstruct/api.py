@@ -29,8 +29,10 @@ from .config import (
 )
 from .recipes.data import (
     audit,
+    estimate,
     induce,
     init,
+    judge_audit,
     merge,
     quickstart_config,
     read_sources,
@@ -49,16 +51,17 @@ from .recipes.evaluation import (
     report,
     report_line,
 )
-from .recipes.serving import models, probe, serve
+from .recipes.serving import models, probe, review, serve
 from .recipes.training import dpo, result_line, reverse_train, sft
 
 __all__ = [
-    "load_config", "quickstart_config", "use_input", "read_sources", "init", "run",
-    "reverse_train", "induce", "filter", "respond", "judge", "audit", "assemble", "merge",
+    "load_config", "quickstart_config", "use_input", "read_sources", "init", "run", "estimate",
+    "reverse_train", "induce", "filter", "respond", "judge", "audit", "judge_audit",
+    "assemble", "merge",
     "sft", "dpo", "result_line", "eval_recovery", "eval_safety", "eval_overrefusal",
     "eval_helpfulness", "eval_downstream", "eval_reward_model", "eval_refusal_agreement",
     "report", "report_line",
-    "models", "probe", "serve", "AlignConfig", "CompareConfig", "HelpfulnessConfig",
+    "models", "probe", "serve", "review", "AlignConfig", "CompareConfig", "HelpfulnessConfig",
     "OverrefusalConfig", "RecoveryConfig", "RunConfig", "SafetyEvalConfig", "TrainStepConfig",
 ]  # fmt: skip
 

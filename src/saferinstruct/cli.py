@@ -175,9 +175,11 @@ COMMANDS: dict[str, tuple[type, Any, str | None]] = {
     "eval downstream": (C.DownstreamOptions, None, None),
     "eval reward-model": (None, None, None),
     "eval refusal-agreement": (C.AgreementOptions, None, None),
+    "eval judge-audit": (C.JudgeAuditOptions, None, None),
     "report": (C.ReportOptions, None, None),
     "models": (C.ModelsOptions, None, None),
     "serve": (C.ServeOptions, None, None),
+    "review": (C.ReviewOptions, None, None),
 }
 """Each command -> (its options dataclass in config.py, the settings defaults its help
 shows, which `only` fields it takes). tests/test_cli.py walks it against the commands."""
@@ -275,6 +277,14 @@ def run_cmd(p: Parsed) -> None:
         api.use_input(cfg, o.input, o.text_column, o.category_column, o.id_column)
     if o.shard is not None:
         cfg.source.shard = o.shard
+    if o.estimate is not None:
+        from .estimate import estimate_lines
+
+        projection = api.estimate(cfg, o.out, o.estimate, limit=o.limit)
+        for line in estimate_lines(projection):
+            typer.echo(line, err=True)
+        _print_json(projection)
+        return
     _print_json(api.run(cfg, o.out, limit=o.limit, force=o.force))
 
 
@@ -486,6 +496,18 @@ def eval_refusal_agreement_cmd(p: Parsed) -> None:
     _print_json(api.eval_refusal_agreement(p.options.labels))
 
 
+@command("eval judge-audit")
+def eval_judge_audit_cmd(p: Parsed) -> None:
+    """The judge's precision, recall and agreement on your labels (made in `review`), with
+    95% intervals and the labels behind them; no model call. Rewrites the data report."""
+    from . import api
+    from .measures.audit import audit_line
+
+    figures = api.judge_audit(p.options.run_dir)
+    typer.echo(audit_line(figures), err=True)
+    _print_json(figures)
+
+
 @command("report")
 def report_cmd(p: Parsed) -> None:
     """Compare models on harmlessness (refusal classifier and reward model), over-refusal
@@ -531,6 +553,16 @@ def serve_cmd(p: Parsed) -> None:
         if not key:
             raise BadInput(f"--api-key-env: environment variable {o.api_key_env} is not set")
     api.serve(cfg, host=o.host, port=o.port, served_name=o.served_name, api_key=key)
+
+
+@command("review")
+def review_cmd(p: Parsed) -> None:
+    """Read a finished run in the browser (every record, its way through the stages) and
+    label its pairs good or bad; labels go to RUN_DIR/labels.jsonl."""
+    from . import api
+
+    o: C.ReviewOptions = p.options
+    api.review(o.run_dir, host=o.host, port=o.port)
 
 
 # ---------------------------------------------------------------- entry point

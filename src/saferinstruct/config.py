@@ -127,6 +127,12 @@ class ModelConfig:
     supports_json_schema: bool = field(
         default=True, metadata=_doc("openai: response_format json_schema is honoured")
     )
+    price_in_per_mtok: float | None = field(
+        default=None, metadata=_doc("price per million input tokens (run --estimate costs it)")
+    )
+    price_out_per_mtok: float | None = field(
+        default=None, metadata=_doc("price per million output tokens (run --estimate)")
+    )
 
 
 PAIRS_PREFIX = "pairs:"
@@ -770,8 +776,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 TRANSPORT = ("base_url", "api_key_env", "api_key_file", "allow_any_key_env", "max_concurrency",
              "max_retries", "timeout_s", "max_failures_in_row", "retry_timeouts", "batch_size",
-             "device", "wait_for_server_s")  # fmt: skip
-"""How a model is reached, not which model it is: these change no result."""
+             "device", "wait_for_server_s", "price_in_per_mtok", "price_out_per_mtok")  # fmt: skip
+"""How a model is reached (and what it costs), not which model it is: these change no
+result."""
 
 
 def run_identity(cfg: RunConfig, limit: int | None = None) -> dict[str, Any]:
@@ -961,6 +968,12 @@ class RunOptions:
     shard: str | None = option(None, "only the texts whose id hashes to shard I of N (for "
                                "several machines; merge with assemble --merge)",
                                shown="all texts", cli="--shard", metavar="I/N")  # fmt: skip
+    estimate: int | None = option(None, "first run N sampled texts through every stage (in "
+                                  "OUT/estimate; the real run reuses their calls) and print "
+                                  "what the whole run will take: calls, tokens, pairs, cost "
+                                  "(with prices in the config), time; then stop",
+                                  shown="no estimate", metavar="N",
+                                  span=(1, None, True))  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -1170,6 +1183,14 @@ class AgreementOptions:
 
 
 @dataclass(kw_only=True)
+class JudgeAuditOptions:
+    """`eval judge-audit`: the run's judge on the labels made in `review`."""
+
+    run_dir: Path = option(doc="a run directory with labels (safer-instruct review RUN_DIR)",
+                           argument=True)  # fmt: skip
+
+
+@dataclass(kw_only=True)
 class CompareConfig:
     """What `report` runs on; limits keep a quick report quick."""
 
@@ -1237,3 +1258,12 @@ class ServeOptions:
                         "dtype")  # fmt: skip
     api_key_env: str | None = option(None, "require this environment variable's value as the "
                                      "bearer key", shown="none: no key")  # fmt: skip
+
+
+@dataclass(kw_only=True)
+class ReviewOptions:
+    """`review`: a local page to read a finished run and label its pairs."""
+
+    run_dir: Path = option(doc="the finished run directory to read", argument=True)
+    host: str = option("127.0.0.1", "address to bind")
+    port: int = option(8765, "port to listen on", span=(0, 65535, True))

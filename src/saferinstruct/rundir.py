@@ -8,6 +8,9 @@
     DIR/funnel.json                 counts in and out of every stage
     DIR/report.html, report.md      the data report; report.json its numbers,
     DIR/report_files/*.png          and the plots the Markdown links
+    DIR/estimate/                   `run --estimate N`: a run over N sampled sources, and
+                                    estimate.json, what the whole run will take
+    DIR/labels.jsonl                a person's labels on pairs (`review`; --force keeps them)
     DIR/run.json                    the config hash and whether the last run finished
     DIR/.lock                       held by the one process writing here
 
@@ -248,6 +251,20 @@ class RunDir(OutputDir):
     @property
     def report_files(self) -> Path:
         return self.root / "report_files"
+
+    @property
+    def estimate_dir(self) -> Path:
+        """`run --estimate`'s own run over sampled sources (not an output: --force keeps it)."""
+        return self.root / "estimate"
+
+    @property
+    def estimate_file(self) -> Path:
+        return self.estimate_dir / "estimate.json"
+
+    @property
+    def labels(self) -> Path:
+        """A person's labels on this run's pairs (labels.py); not an output: kept by --force."""
+        return self.root / "labels.jsonl"
 
     def report_image(self, name: str) -> Path:
         return self.report_files / f"{name}.png"

@@ -180,8 +180,11 @@ class _Stage:
 
 
 def _zero_counts(backends: list[CachedBackend]) -> dict[str, int]:
-    """The counts every stage reports, at 0 (endpoints add HTTP attempts and tokens)."""
-    keys = ["cache_hits", "model_calls", "failed_calls"]
+    """The counts every stage reports, at 0: calls answered from the cache and made,
+    failed ones, and the tokens in and out of every call the stage needed, answered from
+    the cache or not (what a cold run pays; `run --estimate` scales them). Endpoints add
+    HTTP attempts and the tokens they were paid for (`prompt_tokens`, ...)."""
+    keys = ["cache_hits", "model_calls", "failed_calls", "tokens_in", "tokens_out"]
     if any(b.usage() for b in backends):
         keys += ["http_attempts", "http_retries", "prompt_tokens", "completion_tokens"]
     return dict.fromkeys(keys, 0)

@@ -80,6 +80,9 @@ class Completion:
     """Per generated token of the first sample: token text -> log-prob (when asked)."""
     finish_reasons: list[str] = field(default_factory=list)
     error: str | None = None
+    prompt_tokens: int = 0
+    """Tokens of the request that made it, in and out (what a provider bills; 0 unknown)."""
+    completion_tokens: int = 0
 
     @property
     def text(self) -> str:
@@ -94,6 +97,9 @@ class Score:
     """Sum of the continuation's token log-probs."""
     n_tokens: int = 0
     error: str | None = None
+    prompt_tokens: int = 0
+    """Tokens of the request that made it (prompt and continuation; 0 unknown)."""
+    completion_tokens: int = 0
 
     @property
     def mean_logprob(self) -> float:

@@ -340,7 +340,10 @@ class CachedBackend:
                 found.update(self.cache.wait_for(theirs))
                 self._tally("cache_hits", sum(keys.count(k) for k in theirs if k in found))
             todo = [k for k in todo if k not in found]
-        return [cls(**found[k]) for k in keys]
+        answers = [cls(**found[k]) for k in keys]
+        count("tokens_in", sum(a.prompt_tokens for a in answers if a.error is None))
+        count("tokens_out", sum(a.completion_tokens for a in answers if a.error is None))
+        return answers
 
     def _send(self, mine: list[str], first: dict[str, int], keys: list[str],
               call: Any) -> dict[str, Any]:  # fmt: skip

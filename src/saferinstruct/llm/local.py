@@ -308,29 +308,34 @@ def _generate_batch(loaded: _Loaded, rows: list[list[int]], params: GenParams, s
     new = out.sequences[:, ids.shape[1] :]
     results = []
     for i in range(len(rows) // n):
-        texts, reasons = [], []
+        texts, reasons, generated = [], [], 0
         for j in range(params.n):
-            text, reason = _decode(tok, new[i * params.n + j], params.stop)
+            text, reason, n_new = _decode(tok, new[i * params.n + j], params.stop)
             texts.append(text)
             reasons.append(reason)
+            generated += n_new
         top = _top_logprobs(tok, out.logits, new, i * params.n, params.top_logprobs)
-        results.append(Completion(texts=texts, finish_reasons=reasons, top_logprobs=top))
+        results.append(Completion(texts=texts, finish_reasons=reasons, top_logprobs=top,
+                                  prompt_tokens=len(rows[i * n]),
+                                  completion_tokens=generated))  # fmt: skip
     return results
 
 
-def _decode(tokenizer: Any, new_ids: Any, stop: tuple[str, ...]) -> tuple[str, str]:
+def _decode(tokenizer: Any, new_ids: Any, stop: tuple[str, ...]) -> tuple[str, str, int]:
+    """(text, finish reason, tokens generated: up to and with the end token)."""
     ids = [int(t) for t in new_ids]
     eos = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     reason = "length"
+    generated = len(ids)
     for k, t in enumerate(ids):
         if t in eos:
-            ids, reason = ids[:k], "stop"
+            ids, reason, generated = ids[:k], "stop", k + 1
             break
     text = tokenizer.decode(ids, skip_special_tokens=True)
     cut = min((text.find(s) for s in stop if s and s in text), default=-1)
     if cut >= 0:
         text, reason = text[:cut], "stop"
-    return text, reason
+    return text, reason, generated
 
 
 def _top_logprobs(tok: Any, logits: Any, new: Any, row: int, k: int) -> list[dict[str, float]]:
@@ -370,9 +375,10 @@ def _score_batch(loaded: _Loaded, pairs: list[tuple[list[int], list[int]]]) -> l
     scores = []
     for i, (p, c) in enumerate(pairs):
         if not c:
-            scores.append(Score(logprob=0.0, n_tokens=0))
+            scores.append(Score(logprob=0.0, n_tokens=0, prompt_tokens=len(p)))
             continue
         positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)
         token_lp = logp[i, positions, torch.tensor(c)]
-        scores.append(Score(logprob=float(token_lp.sum()), n_tokens=len(c)))
+        scores.append(Score(logprob=float(token_lp.sum()), n_tokens=len(c),
+                            prompt_tokens=len(p) + len(c)))  # fmt: skip
     return scores

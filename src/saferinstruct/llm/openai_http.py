@@ -579,12 +579,12 @@ class OpenAIBackend:
         result = _parsed(parse, data, *args)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         with self._lock:
-            for ours, theirs in (("prompt_tokens", "prompt_tokens"),
-                                 ("completion_tokens", "completion_tokens")):  # fmt: skip
-                value = usage.get(theirs)
+            for key in ("prompt_tokens", "completion_tokens"):
+                value = usage.get(key)
                 if isinstance(value, int):
-                    setattr(self._usage, ours, getattr(self._usage, ours) + value)
-                    count(ours, value)
+                    setattr(self._usage, key, getattr(self._usage, key) + value)
+                    setattr(result, key, value)  # the answer's own, kept in the cache
+                    count(key, value)
         return result
 
     # -- concurrency, retries, dead endpoints ------------------------------------------

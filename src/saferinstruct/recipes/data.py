@@ -10,6 +10,7 @@ runs one stage command on a run directory; `merge` joins shards.
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import os
 import platform
@@ -293,6 +294,24 @@ def audit(
     return {**audit_summary(records), "file": str(out), "model_calls": expert.stats.misses}
 
 
+def judge_audit(run_dir: str | Path) -> dict[str, Any]:
+    """The run's judge audited on the labels made in `review` (`measures.audit`): its
+    precision, recall and agreement with intervals, or `audited: false` with no labels.
+    No model call. A finished run's data report is written again, with the audit."""
+    from ..measures.audit import audit_run
+    from ..report.data import write_data_report
+
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise BadInput(f"{run_dir}: no such run directory")
+    figures = audit_run(run)
+    if run.complete() and run.funnel.exists():
+        with run.lock():
+            write_data_report(run)
+        figures["report"] = str(run.report_html)
+    return figures
+
+
 def assemble_records(read: Callable[[], Iterable[Record]], cfg: RunConfig,
                      run_dir: str | Path, models: dict[str, str] | None = None,
                      calls: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:  # fmt: skip
@@ -415,9 +434,14 @@ def run(cfg: RunConfig, run_dir: str | Path, limit: int | None = None,
     n_sources, outline = source_outline(cfg, limit)
     pool = Backends(cfg.cache)
     check_run(cfg, outline, pool)
+    identity = run_identity(cfg, limit)  # before the run fills in the reverse model
     with run_.lock():
-        run_.begin(run_identity(cfg, limit), force)
-        summary, problem = _run_locked(cfg, run_, n_sources, limit, pool, flow)
+        run_.begin(identity, force)
+        sources = load_sources(cfg.source, limit)
+        summary, problem = _run_locked(cfg, run_, sources, n_sources, pool, flow)
+        compared = estimate_beside_actual(run_, identity, summary)
+        if compared is not None:
+            summary["estimate"] = compared
         run_.finish()
     if problem is not None:
         problem.summary = summary  # type: ignore[attr-defined]
@@ -436,9 +460,62 @@ def source_outline(cfg: RunConfig, limit: int | None) -> tuple[int, list[Record]
     return n, list(first.values())
 
 
-def _run_locked(cfg: RunConfig, run_: RunDir, n_sources: int, limit: int | None,
+def estimate(cfg: RunConfig, run_dir: str | Path, n: int,
+             limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """`run --estimate N`: N sources sampled by a hash of their id run through every stage
+    in DIR/estimate (a run directory of its own; every call cached, so the real run into
+    DIR pays none twice); returns the projection for the whole input (`estimate.py`),
+    also written to DIR/estimate/estimate.json. Too few pairs in the sample is no error."""
+    from ..estimate import project
+    from ..measures.splits import hash_fraction
+
+    run_ = RunDir(run_dir)
+    n_sources, outline = source_outline(cfg, limit)
+    pool = Backends(cfg.cache)
+    check_run(cfg, outline, pool)
+    sample = heapq.nsmallest(n, load_sources(cfg.source, limit),
+                             key=lambda r: hash_fraction(str(r["id"])))  # fmt: skip
+    sample.sort(key=lambda r: r.get("source_index", 0))
+    est = RunDir(run_.estimate_dir)
+    with est.lock():
+        est.begin({**run_identity(cfg, limit), "estimate": n}, force=True)  # all in the cache
+        summary, _ = _run_locked(cfg, est, iter(sample), len(sample), pool, None)
+        projection = project(summary, n_sources, role_prices(cfg))
+        est.write_json(run_.estimate_file, projection)
+        est.finish()
+    return {"estimate": str(run_.estimate_file), **projection}
+
+
+def role_prices(cfg: RunConfig) -> dict[str, tuple[float | None, float | None]]:
+    """Each model stage's prices per million tokens in and out, from its role's config."""
+    expert = (cfg.expert.price_in_per_mtok, cfg.expert.price_out_per_mtok)
+    prompted = cfg.induce.mode == "prompted" or cfg.reverse_model is None
+    inducer = cfg.expert if prompted else cfg.reverse_model
+    assert inducer is not None
+    induce = (inducer.price_in_per_mtok, inducer.price_out_per_mtok)
+    return {"induce": induce, "filter": expert, "respond": expert, "judge": expert}
+
+
+def estimate_beside_actual(run_: RunDir, identity: dict[str, Any],
+                           summary: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
+    """After a real run: its estimate (made with the same settings) beside what happened,
+    added to the funnel; None when there is no such estimate."""
+    from ..estimate import side_by_side
+
+    est = RunDir(run_.estimate_dir)
+    made_with = {k: v for k, v in (est.read_state().get("identity") or {}).items()
+                 if k != "estimate"}  # fmt: skip
+    if not run_.estimate_file.exists() or made_with != identity:
+        return None
+    compared = side_by_side(json.loads(run_.estimate_file.read_text()), summary)
+    if run_.funnel.exists():
+        run_.write_json(run_.funnel, {**run_.read_funnel(), "estimate": compared})
+    return compared
+
+
+def _run_locked(cfg: RunConfig, run_: RunDir, sources: Iterable[Record], n_sources: int,
                 pool: Backends, flow: Flow | None) -> tuple[dict[str, Any], Any]:  # fmt: skip
-    """The stages in a locked run directory; returns (summary, problem)."""
+    """The stages over `sources` in a locked run directory; returns (summary, problem)."""
     started = time.time()
     reverse_info = ensure_reverse_model(cfg)
     roles = resolve_roles(cfg, pool)
@@ -448,7 +525,7 @@ def _run_locked(cfg: RunConfig, run_: RunDir, n_sources: int, limit: int | None,
     steps = [Step("sources", None), induce_step(cfg, roles), *experts]
     log.info("run: stages 00-04 (sources, induce, filter, respond, judge) streaming over "
              "%d texts", n_sources)  # fmt: skip
-    results = stream(load_sources(cfg.source, limit), steps, run_, total=n_sources, flow=flow)
+    results = stream(sources, steps, run_, total=n_sources, flow=flow)
     results = results[1:]  # sources: no model calls
     memory.release()  # the streamed stages' freed buffers, before assemble's vectors
     last = stage_number("assemble")

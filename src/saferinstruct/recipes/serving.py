@@ -1,10 +1,12 @@
 """Models: what is available here, what a server supports (`probe`), and `serve`, a
-local model behind the OpenAI-compatible protocol.
+local model behind the OpenAI-compatible protocol; `review`, a page to read a run and
+label its pairs.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from ..config import (
@@ -66,3 +68,11 @@ def serve(model: ModelConfig, host: str = "127.0.0.1", port: int = 8000,
     from ..serve import serve as serve_model
 
     serve_model(model, host=host, port=port, served_name=served_name, api_key=api_key)
+
+
+def review(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Serve a page to read the finished run at `run_dir` and label its pairs (into
+    `run_dir/labels.jsonl`) until stopped; BadInput when it is not a finished run."""
+    from ..review import review as serve_review
+
+    serve_review(run_dir, host=host, port=port)

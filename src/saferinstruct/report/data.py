@@ -25,6 +25,7 @@ from typing import Any
 from ..config import RunConfig, load_run_config
 from ..errors import BadInput
 from ..io import count_records, read_jsonl
+from ..measures.audit import audit_run
 from ..measures.embed import embed
 from ..measures.similarity import mean_pairwise_distance, template_share
 from ..measures.splits import hash_fraction
@@ -208,6 +209,14 @@ def examples(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def judge_audit(run: RunDir) -> dict[str, Any]:
+    """The judge audited on the person's labels (`measures.audit`); not audited when the
+    run has no labels or no judge stage."""
+    if not run.stage("judge").exists():
+        return {"audited": False, "labels": 0, "labels_file": str(run.labels)}
+    return audit_run(run)
+
+
 def collect(run: RunDir) -> dict[str, Any]:
     """Every number of the report (report.json) plus the clipped examples."""
     files = run.stage_files()
@@ -231,6 +240,7 @@ def collect(run: RunDir) -> dict[str, Any]:
         "duplicates": duplicate_stats(read_jsonl(files[-1]), fun),
         "diversity": diversity_stats(pairs),
         "drop_reasons": {s["stage"]: s["top_drop_reasons"] for s in fun["stages"]},
+        "judge_audit": judge_audit(run),
         "_examples": examples(pairs),
     }
 
@@ -329,6 +339,33 @@ def _score_table(scores: dict[str, Any]) -> Table:
     return "Scores", ["stage", "verdicts", "mean score"], rows
 
 
+AUDIT_HINT = ("label pairs with `safer-instruct review RUN_DIR`, then run "
+              "`safer-instruct eval judge-audit RUN_DIR`")
+
+
+def audit_text(audit: dict[str, Any]) -> str:
+    """The sentence over the judge audit: what it rests on, or that there is none."""
+    if not audit.get("audited"):
+        return f"Not audited: no labels on judged pairs ({AUDIT_HINT})."
+    lab, run = audit["labelled"], audit["run"]
+    text = (f"{audit['labels']} labelled pairs ({lab['bad']} bad; {lab['judge_dropped']} "
+            f"the judge dropped, {lab['judge_kept']} it kept, of {run['judge_dropped']} and "
+            f"{run['judge_kept']} in the run). A dropped pair is flagged; precision = flagged "
+            "pairs labelled bad, recall = bad pairs flagged (each stratum weighted by its size "
+            "in the run).")  # fmt: skip
+    if audit.get("stale"):
+        text += f" {audit['stale']} labels were made on pairs that changed since: not counted."
+    return text
+
+
+def _audit_table(audit: dict[str, Any]) -> Table:
+    rows = [[key, fmt(audit[key]["value"]),
+             "" if not audit[key]["ci95"] else f"[{fmt(audit[key]['ci95'][0])}, "
+                                               f"{fmt(audit[key]['ci95'][1])}]",
+             fmt(audit[key]["n"])] for key in ("precision", "recall", "agreement")]  # fmt: skip
+    return "Judge audit on your labels", ["figure", "value", "95% interval", "labels"], rows
+
+
 def tables(data: dict[str, Any]) -> list[Table]:
     """(title, header, rows) for every table of the report, shared by HTML and Markdown."""
     return [
@@ -338,6 +375,7 @@ def tables(data: dict[str, Any]) -> list[Table]:
         _duplicate_table(data["duplicates"]),
         _diversity_table(data["diversity"]),
         _score_table(data["scores"]),
+        *([_audit_table(data["judge_audit"])] if data["judge_audit"].get("audited") else []),
     ]
 
 
@@ -388,6 +426,7 @@ def render_html(data: dict[str, Any], pngs: dict[str, bytes]) -> str:
     if "scores" in pngs:
         parts.append("<h2>Score distributions</h2>" + img(pngs["scores"], "scores"))
     parts.extend(html_table(*t) for t in tables(data))
+    parts.append(f"<p class=audit>{html.escape(audit_text(data['judge_audit']))}</p>")
     parts.append("<h2>Examples</h2>" + _html_examples(data["_examples"], warning(kinds(data))))
     return html_page("Safer-Instruct data report", parts)
 
@@ -428,6 +467,7 @@ def render_md(data: dict[str, Any], images: dict[str, str]) -> str:
     if "scores" in images:
         parts.append(f"## Score distributions\n\n![scores]({images['scores']})")
     parts.extend(md_table(*t) for t in tables(data))
+    parts.append(audit_text(data["judge_audit"]))
     parts.append("## Examples\n\n" + _md_examples(data["_examples"], warning(kinds(data))))
     return "\n\n".join(parts) + "\n"
 
