@@ -58,6 +58,7 @@ from . import labels as L
 from .errors import BadInput
 from .io import read_jsonl
 from .records import Record, dropped_at, is_kept, reason_key
+from .render import clip
 from .rundir import SPLITS, STAGES, RunDir
 
 log = logging.getLogger("saferinstruct")
@@ -120,11 +121,6 @@ def load_run(path: str | Path) -> ReviewRun:
 
 
 # -- what the page shows --------------------------------------------------------------
-def clip(text: str, limit: int = SNIPPET_CHARS) -> str:
-    text = " ".join(str(text or "").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def list_row(record: Record, latest: Record) -> dict[str, Any]:
     """One line of the record list: safe facts, and a snippet the page hides until asked."""
     kept = is_kept(record)
@@ -136,7 +132,7 @@ def list_row(record: Record, latest: Record) -> dict[str, Any]:
         "dropped_at": dropped_at(record),
         "pair": bool(latest.get("chosen")),
         "judge_kept": L.judge_kept(latest),
-        "snippet": clip(record.get("instruction") or record.get("text")),
+        "snippet": clip(record.get("instruction") or record.get("text"), SNIPPET_CHARS),
     }
 
 
