@@ -12,9 +12,13 @@ The paper's third block at laptop scale, everything with the embedded SmolLM2-13
      classifier reads as declining is kept; folder `ours-k<K>`);
    - `nofilter`: the same run with the filter and judge keeping everything (threshold 0,
      pair checks off, one response per instruction): what those stages buy.
-   - `hh`: the same number of pairs from the shipped HH-RLHF training part.
+   - `hh`: the same number of pairs from the shipped HH-RLHF training part;
+   - `paper` (`--paper`): the authors' released pairs for the same source texts (their
+     GPT-4 instruction and chosen answer) at the same pair count: what a GPT-4-class
+     expert buys over ours with the same recipe.
 3. Training, per data set: SFT on `chosen` (LoRA), then DPO from the SFT model (LoRA,
-   beta 0.1, reference log-probs computed once and stored beside the data).
+   beta 0.1, reference log-probs computed once and stored beside the data); with
+   `--dpo-from-base`, also DPO from the base model without SFT (`<data>-dpo-nosft`).
 4. Evaluation of the base model and every trained model, one cached set of greedy
    generations each (`--max-new-tokens`): refusal rate on held-out harmful prompts
    (half the released instructions held out above, half the HH-RLHF evaluation part),
@@ -124,6 +128,39 @@ def build_data(work: Path, sources: Path, name: str, extra: list[str]) -> Path:
     return run_dir
 
 
+def source_rows(per_category: int) -> dict[str, list[dict[str, str]]]:
+    """The released rows whose `rejected` texts are the sources (`prepare_sources`' pick)."""
+    csv.field_size_limit(10**9)
+    out = {}
+    for cat in CATEGORIES:
+        with (SHARED / f"{cat}.csv").open(newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r["rejected"].strip() and r["instruction"]]
+        rows.sort(key=lambda r: bucket(r["rejected"]))
+        out[cat] = [r for r in rows if bucket(r["rejected"]) >= 0.2][:per_category]
+    return out
+
+
+def paper_data(work: Path, per_category: int, n: int) -> Path:
+    """`n` of the authors' released pairs on our own source texts (GPT-4's instruction and
+    chosen answer, the same rejected text), categories alternating: the same SFT/DPO
+    recipe on what a GPT-4-class expert wrote for the texts our pipeline read."""
+    from saferinstruct.io import write_jsonl_atomic
+    from saferinstruct.records import preference_row
+
+    path = work / "paper" / f"train-{n}.jsonl"
+    if not path.exists():
+        by_cat = {c: [r for r in rows if r["chosen"].strip()]
+                  for c, rows in source_rows(per_category).items()}  # fmt: skip
+        rows = [preference_row(r["instruction"], r["chosen"], r["rejected"],
+                               id=f"{cat}-paper-{i}", category=cat)
+                for i in range(max(map(len, by_cat.values()), default=0))
+                for cat, rs in by_cat.items() if i < len(rs)
+                for r in [rs[i]]][:n]  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl_atomic(path, rows)
+    return path
+
+
 def hh_data(work: Path, n: int) -> Path:
     from saferinstruct.io import write_jsonl_atomic
     from saferinstruct.preferences import load_hh
@@ -153,7 +190,12 @@ def train(work: Path, name: str, data: Path, n: int, args: argparse.Namespace) -
                        epochs=args.dpo_epochs, **common)  # fmt: skip
     dpo = timed(f"dpo:{name}", lambda: api.dpo(
         data, work / "models" / f"{name}-dpo{tag}-{args.dpo_epochs:g}", dpo_step))  # fmt: skip
-    return {f"{label}-sft": str(sft), f"{label}-dpo": str(dpo)}
+    models = {f"{label}-sft": str(sft), f"{label}-dpo": str(dpo)}
+    if args.dpo_from_base:  # what DPO does without SFT first
+        from_base = replace(dpo_step, base_model=ModelConfig(model="embedded"))
+        models[f"{label}-dpo-nosft"] = str(timed(f"dpo-nosft:{name}", lambda: api.dpo(
+            data, work / "models" / f"{name}-dpo-nosft-{args.dpo_epochs:g}", from_base)))
+    return models
 
 
 def evaluate(spec: str, sets: dict[str, list], args: argparse.Namespace) -> dict[str, Any]:
@@ -231,6 +273,12 @@ def main() -> None:
         help="responses sampled per instruction for ours (first declining kept)",
     )
     ap.add_argument("--skip", default="", help="comma list of data sets to skip: nofilter,hh")
+    ap.add_argument("--paper", action="store_true",
+                    help="also train on the authors' released GPT-4-written pairs for the same "
+                         "source texts, at the same pair count (data set 'paper')")
+    ap.add_argument("--dpo-from-base", action="store_true",
+                    help="also run DPO from the base model without SFT, per data set "
+                         "(models '<data>-dpo-nosft')")  # fmt: skip
     ap.add_argument("--ablate-resampling", action="store_true",
                     help="also build ours with one response per instruction (ours-k1), to "
                          "separate what resampling buys at the same reverse model")  # fmt: skip
@@ -264,6 +312,8 @@ def main() -> None:
         data["nofilter"] = nofilter / "dataset" / "train.jsonl"
     if "hh" not in skip:
         data["hh"] = hh_data(work, n)
+    if args.paper:
+        data["paper"] = paper_data(work, args.per_category, n)
     counts = {k: min(n, sum(1 for _ in p.open())) for k, p in data.items()}
     log(f"training pairs: {counts}")
 
@@ -288,6 +338,10 @@ def main() -> None:
         comparisons["ours-dpo - ours-k1-dpo"] = paired(results, "ours-k1-dpo", "ours-dpo")
     if "ours-dpo" in results and "nofilter-dpo" in results:
         comparisons["ours-dpo - nofilter-dpo"] = paired(results, "nofilter-dpo", "ours-dpo")
+    if "ours-dpo" in results and "paper-dpo" in results:
+        comparisons["ours-dpo - paper-dpo"] = paired(results, "paper-dpo", "ours-dpo")
+    if "ours-dpo" in results and "ours-dpo-nosft" in results:
+        comparisons["ours-dpo - ours-dpo-nosft"] = paired(results, "ours-dpo-nosft", "ours-dpo")
     lifts = {
         name: {
             "refusal_lift_points": round(100 * (r["refusal_harmful"]["value"]
