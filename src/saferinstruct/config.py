@@ -57,12 +57,20 @@ def _report_to() -> Any:
 
 
 def report_targets(value: str, where: str) -> list[str]:
-    """The trackers `value` names (`none` -> []); BadInput for one not in `REPORT_TO`."""
+    """The trackers `value` names (`none` -> []); BadInput for one not in `REPORT_TO`
+    or one whose package is not installed, before any model loads."""
+    import importlib.util
+
     names = [n.strip() for n in str(value).split(",") if n.strip()]
     if not names or any(n not in REPORT_TO for n in names):
         raise BadInput(f"{where}.report_to: expected none or some of "
                        f"{', '.join(REPORT_TO[1:])} (comma separated), got {value!r}")
-    return [n for n in names if n != "none"]
+    targets = [n for n in names if n != "none"]
+    for name in targets:
+        if importlib.util.find_spec(name) is None:
+            raise BadInput(f"{where}.report_to {name}: the {name} package is not installed "
+                           f"(pip install {name})")  # fmt: skip
+    return targets
 
 
 @dataclass

@@ -98,33 +98,34 @@ def audit_run(run: RunDir, resamples: int = RESAMPLES) -> dict[str, Any]:
     """The judge of `run` audited on the labels in its labels file: `audit_on_labels`
     over the labelled pairs the judge saw, plus the labels not counted (`stale`: made on
     a pair that has changed since; `not_judged`: a record the judge never saw). With no
-    label counted, `audited` is False and the figures are absent."""
+    label counted, `audited` is False and the figures are absent; with no labels at all
+    the judge stage file is not read (the data report asks at every assemble)."""
     judge_file = run.stage("judge")
     if not judge_file.exists():
         raise BadInput(f"{run.root}: no judge stage file ({run.relative(judge_file)}); "
                        "run the pipeline first")  # fmt: skip
+    labels = read_labels(run.labels)
+    out = {"audited": False, "labels_file": str(run.labels), "stale": 0, "not_judged": 0}
+    if not labels:
+        return {**out, "labels": 0}
     judged: dict[str, dict[str, Any]] = {}
     for record in read_jsonl(judge_file):
         if judge_kept(record) is not None:
             judged[str(record["id"])] = record
-    population = {"kept": sum(judge_kept(r) is True for r in judged.values()),
-                  "dropped": sum(judge_kept(r) is False for r in judged.values())}  # fmt: skip
     labelled: list[tuple[bool, bool]] = []
-    stale = not_judged = 0
-    for rid, line in read_labels(run.labels).items():
+    for rid, line in labels.items():
         record = judged.get(rid)
         if record is None:
-            not_judged += 1
+            out["not_judged"] += 1
         elif line.get("pair_sha256") != pair_sha256(record):
-            stale += 1
+            out["stale"] += 1
         else:
             labelled.append((judge_kept(record) is False, line["label"] == "bad"))
-    out = {"audited": bool(labelled), "labels_file": str(run.labels), "stale": stale,
-           "not_judged": not_judged}  # fmt: skip
-    if labelled:
-        return {**out, **audit_on_labels(labelled, population, resamples)}
-    return {**out, "labels": 0, "run": {"judge_kept": population["kept"],
-                                        "judge_dropped": population["dropped"]}}
+    if not labelled:
+        return {**out, "labels": 0}
+    population = {"kept": sum(judge_kept(r) is True for r in judged.values()),
+                  "dropped": sum(judge_kept(r) is False for r in judged.values())}  # fmt: skip
+    return {**out, "audited": True, **audit_on_labels(labelled, population, resamples)}
 
 
 def audit_line(figures: dict[str, Any]) -> str:

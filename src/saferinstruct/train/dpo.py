@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig, TrainStepConfig
+from ..config import ModelConfig, TrainStepConfig, report_targets
 from ..errors import BadInput
 from ..io import write_atomic
 from .hardware import load_base, lora_config
@@ -41,7 +41,6 @@ from .outputs import (
 )
 from .ranks import train_dataset
 from .schedule import learning_rate, quiet_stdout, schedule_args, time_budget_callback
-from .tracking import parse_report_to
 
 log = logging.getLogger("saferinstruct")
 
@@ -149,7 +148,7 @@ def make_dpo_trainer(
     stored = load_ref_logps(ref_logps_path) if step.precompute_ref else {}
     lr = learning_rate(step, LORA_LR, FULL_LR)
     budget = time_budget_callback(step.max_minutes)
-    trackers = parse_report_to(step.report_to, "dpo")
+    trackers = report_targets(step.report_to, "dpo")
 
     def build(train_rows: list[dict], eval_rows: list[dict], precompute: bool,
               trainer_class: Any = DPOTrainer) -> Any:  # fmt: skip

@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..config import ReverseTrainConfig
+from ..config import ReverseTrainConfig, report_targets
 from ..errors import BadInput
 from ..io import read_records
 from ..llm.fingerprint import file_hash, fingerprint
@@ -38,7 +38,6 @@ from ..prompts import reverse_prompt
 from .hardware import load_base, lora_config
 from .outputs import finished_model, train_and_save, training_identity, training_session
 from .schedule import quiet_stdout, schedule_args, time_budget_callback
-from .tracking import parse_report_to
 
 log = logging.getLogger("saferinstruct")
 
@@ -163,7 +162,7 @@ def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:
     if not train_pairs:
         raise BadInput(f"reverse_train.path: no training pairs in {cfg.path}")
     dataset = build_dataset(train_pairs, cfg.max_response_chars)
-    trackers = parse_report_to(cfg.report_to, "reverse_train")
+    trackers = report_targets(cfg.report_to, "reverse_train")
     model, tokenizer, _ = load_base(cfg.base_model)
     args = SFTConfig(
         **schedule_args(work, len(train_pairs), cfg.batch_size, cfg.learning_rate, cfg.epochs,

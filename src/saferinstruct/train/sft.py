@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainStepConfig
+from ..config import TrainStepConfig, report_targets
 from ..errors import BadInput
 from .hardware import load_base, lora_config
 from .held_out import HeldOut
@@ -32,7 +32,6 @@ from .outputs import (
 )
 from .ranks import train_dataset
 from .schedule import learning_rate, quiet_stdout, schedule_args, time_budget_callback
-from .tracking import parse_report_to
 
 log = logging.getLogger("saferinstruct")
 
@@ -59,7 +58,7 @@ def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path,
     rows, held_rows = sft_rows(data), sft_rows(held_out or [])
     if not rows:
         raise BadInput("sft: no rows with a prompt and a chosen answer")
-    trackers = parse_report_to(step.report_to, "sft")
+    trackers = report_targets(step.report_to, "sft")
     model, tokenizer, _ = load_base(step.base_model)
     lr = learning_rate(step, LORA_LR, FULL_LR)
     args = SFTConfig(

@@ -16,30 +16,17 @@ tracker is not part of the training's identity: it changes no weight.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import REPORT_TO, report_targets
-from ..errors import BadInput
+from ..config import REPORT_TO
 
 FOLDER = "tracking"
 """The tracking folder inside a training folder (its trackers' files, one folder each)."""
 PROJECT = "safer-instruct"
 """The project name trackio and wandb file the runs under."""
-
-
-def parse_report_to(value: str, where: str) -> list[str]:
-    """The trackers named in `value` (`none` -> []); BadInput for an unknown one or one
-    whose package is not installed, before any model loads."""
-    targets = report_targets(value, where)
-    for name in targets:
-        if importlib.util.find_spec(name) is None:
-            raise BadInput(f"{where}.report_to {name}: the {name} package is not installed "
-                           f"(pip install {name})")  # fmt: skip
-    return targets
 
 
 def tracking_args(targets: list[str], work: Path) -> dict[str, Any]:
@@ -58,15 +45,25 @@ def tracking_args(targets: list[str], work: Path) -> dict[str, Any]:
     return {"report_to": targets, "run_name": Path(work).resolve().name, "project": PROJECT}
 
 
+def tracker_folder(name: str, work: Path) -> str:
+    """Where tracker `name` writes for the training in `work`: TensorBoard's folder under
+    `work/tracking` (or TENSORBOARD_LOGGING_DIR), trackio's and wandb's as their
+    environment variables say (`tracking_args` sets them unless the user did)."""
+    if name == "tensorboard":
+        return os.environ.get("TENSORBOARD_LOGGING_DIR") or str(
+            Path(work).resolve() / FOLDER / "tensorboard")  # fmt: skip
+    variable = {"trackio": "TRACKIO_DIR", "wandb": "WANDB_DIR"}[name]
+    return os.environ.get(variable) or f"{name}'s default folder"
+
+
 def point_tensorboard(trainer: Any, work: Path) -> None:
-    """Send the TensorBoard callback's event files to `work/tracking/tensorboard`
-    (transformers would put them among the checkpoints, which go when training ends)."""
+    """Send the TensorBoard callback's event files to `tracker_folder` (transformers
+    would put them among the checkpoints, which go when training ends)."""
     from transformers.integrations import TensorBoardCallback
 
     for callback in trainer.callback_handler.callbacks:
-        if isinstance(callback, TensorBoardCallback) and not os.environ.get(
-                "TENSORBOARD_LOGGING_DIR"):  # fmt: skip
-            callback.logging_dir = str(Path(work).resolve() / FOLDER / "tensorboard")
+        if isinstance(callback, TensorBoardCallback):
+            callback.logging_dir = tracker_folder("tensorboard", work)
 
 
 def tracking_record(trainer: Any, work: Path) -> dict[str, Any] | None:
@@ -75,16 +72,8 @@ def tracking_record(trainer: Any, work: Path) -> dict[str, Any] | None:
     targets = [t for t in trainer.args.report_to if t in REPORT_TO]
     if not targets:
         return None
-    folders: dict[str, str] = {}
-    for name in targets:
-        if name == "tensorboard":
-            folders[name] = str(Path(work).resolve() / FOLDER / "tensorboard")
-        elif name == "trackio":
-            folders[name] = os.environ.get("TRACKIO_DIR") or "trackio's default folder"
-        else:
-            folders[name] = os.environ.get("WANDB_DIR") or "wandb's default folder"
     return {"report_to": targets, "project": PROJECT, "run_name": trainer.args.run_name,
-            "folders": folders}  # fmt: skip
+            "folders": {name: tracker_folder(name, work) for name in targets}}  # fmt: skip
 
 
 def tracking_links(record: dict[str, Any], work: Path) -> str:
