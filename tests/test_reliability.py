@@ -195,3 +195,21 @@ def test_force_replaces_what_the_writer_wrote_and_nothing_else(tmp_path):
         folder.begin({"settings": {"learning_rate": 1e-3}}, force=True)
     assert not (folder.root / "model").exists() and not (folder.root / "README.md").exists()
     assert (folder.root / "my-notes.txt").read_text() == "mine" and folder.incomplete()
+
+
+def test_an_estimate_that_lost_records_exits_3(tmp_path):
+    """`run --estimate`: a sample record whose filter request fails on every try is a
+    projection short of it: the estimate is written and printed, and the exit is 3."""
+    out, cache = tmp_path / "run", tmp_path / "c.sqlite"
+
+    def fail_filter(path, body):
+        return "500" if "well formed" in json.dumps(body) else None
+
+    with FaultServer(rule=fail_filter) as srv:
+        proc = run(run_args(out, cache, srv.url, "--estimate", "2"))
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "lost to failed model requests" in proc.stderr
+    projection = last_json(proc.stdout)
+    assert projection["sampled"] == 2 and (out / "estimate" / "estimate.json").exists()
+    filter_row = next(s for s in projection["stages"] if s["stage"] == "filter")
+    assert filter_row["sample"]["kept"] == 0

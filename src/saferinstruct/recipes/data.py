@@ -29,7 +29,7 @@ from ..config import (
     run_identity,
     to_dict,
 )
-from ..errors import BadInput
+from ..errors import BadInput, LostRecords
 from ..io import read_jsonl
 from ..llm.cache import CachedBackend
 from ..llm.factory import Backends, Roles, resolve_roles
@@ -465,7 +465,9 @@ def estimate(cfg: RunConfig, run_dir: str | Path, n: int,
     """`run --estimate N`: N sources sampled by a hash of their id run through every stage
     in DIR/estimate (a run directory of its own; every call cached, so the real run into
     DIR pays none twice); returns the projection for the whole input (`estimate.py`),
-    also written to DIR/estimate/estimate.json. Too few pairs in the sample is no error."""
+    also written to DIR/estimate/estimate.json. Too few pairs in the sample is no error;
+    records lost to failed requests raise `LostRecords` (exit 3) after the files are
+    written, the projection as its summary (a rerun asks only for what failed)."""
     from ..estimate import project
     from ..measures.splits import hash_fraction
 
@@ -479,11 +481,15 @@ def estimate(cfg: RunConfig, run_dir: str | Path, n: int,
     est = RunDir(run_.estimate_dir)
     with est.lock():
         est.begin({**run_identity(cfg, limit), "estimate": n}, force=True)  # all in the cache
-        summary, _ = _run_locked(cfg, est, iter(sample), len(sample), pool, None)
+        summary, problem = _run_locked(cfg, est, iter(sample), len(sample), pool, None)
         projection = project(summary, n_sources, role_prices(cfg))
         est.write_json(run_.estimate_file, projection)
         est.finish()
-    return {"estimate": str(run_.estimate_file), **projection}
+    result = {"estimate": str(run_.estimate_file), **projection}
+    if isinstance(problem, LostRecords):  # a projection short of lost records: exit 3
+        problem.summary = result  # type: ignore[attr-defined]
+        raise problem
+    return result
 
 
 def role_prices(cfg: RunConfig) -> dict[str, tuple[float | None, float | None]]:
