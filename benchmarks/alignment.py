@@ -13,6 +13,10 @@ The paper's third block at laptop scale, everything with the embedded SmolLM2-13
    - `nofilter`: the same run with the filter and judge keeping everything (threshold 0,
      pair checks off, one response per instruction): what those stages buy.
    - `hh`: the same number of pairs from the shipped HH-RLHF training part;
+   - `ours-expert` (`--expert-rejected`): the same run with `assemble.rejected=expert`:
+     the rejected side is the expert's own answer that the refusal classifier read as
+     complying, where respond drew one (else the source text). Same pairs, same chosen,
+     so it shares ours' SFT model; only DPO differs;
    - `paper` (`--paper`): the authors' released pairs for the same source texts (their
      GPT-4 instruction and chosen answer) at the same pair count: what a GPT-4-class
      expert buys over ours with the same recipe.
@@ -172,7 +176,9 @@ def hh_data(work: Path, n: int) -> Path:
     return path
 
 
-def train(work: Path, name: str, data: Path, n: int, args: argparse.Namespace) -> dict[str, str]:
+def train(work: Path, name: str, data: Path, n: int, args: argparse.Namespace,
+          sft_model: str | None = None) -> dict[str, str]:  # fmt: skip
+    """SFT then DPO on `data` (SFT skipped when `sft_model` is given: the same chosen)."""
     from dataclasses import replace
 
     from saferinstruct import api
@@ -184,7 +190,7 @@ def train(work: Path, name: str, data: Path, n: int, args: argparse.Namespace) -
     name = f"{name}-n{n}"
     steps = AlignConfig()
     sft_step = replace(steps.sft, batch_size=8, epochs=args.sft_epochs, **common)
-    sft = timed(f"sft:{name}", lambda: api.sft(
+    sft = sft_model or timed(f"sft:{name}", lambda: api.sft(
         data, work / "models" / f"{name}-sft{tag}", sft_step))  # fmt: skip
     dpo_step = replace(steps.dpo, base_model=ModelConfig(model=str(sft)), batch_size=4,
                        epochs=args.dpo_epochs, **common)  # fmt: skip
@@ -276,6 +282,9 @@ def main() -> None:
     ap.add_argument("--paper", action="store_true",
                     help="also train on the authors' released GPT-4-written pairs for the same "
                          "source texts, at the same pair count (data set 'paper')")
+    ap.add_argument("--expert-rejected", action="store_true",
+                    help="also build ours with assemble.rejected=expert (the expert's own "
+                         "complying answers as rejected; data set 'ours-expert')")
     ap.add_argument("--dpo-from-base", action="store_true",
                     help="also run DPO from the base model without SFT, per data set "
                          "(models '<data>-dpo-nosft')")  # fmt: skip
@@ -312,6 +321,10 @@ def main() -> None:
         data["nofilter"] = nofilter / "dataset" / "train.jsonl"
     if "hh" not in skip:
         data["hh"] = hh_data(work, n)
+    if args.expert_rejected:
+        expert = build_data(work, sources, "ours-expert",
+                            [f"respond.candidates={k}", "assemble.rejected=expert"])  # fmt: skip
+        data["ours-expert"] = expert / "dataset" / "train.jsonl"
     if args.paper:
         data["paper"] = paper_data(work, args.per_category, n)
     counts = {k: min(n, sum(1 for _ in p.open())) for k, p in data.items()}
@@ -321,8 +334,9 @@ def main() -> None:
     results = {"base": timed("eval:base", lambda: evaluate("embedded", sets, args))}
     models = {"base": "embedded"}
     for name, path in data.items():
-        for model_name, spec in train(work, name, path, n, args).items():
-            models[model_name] = spec
+        shared = models.get("ours-sft") if name == "ours-expert" else None  # same chosen
+        for model_name, spec in train(work, name, path, n, args, shared).items():
+            models[model_name] = spec  # a shared SFT model's answers come from the cache
             results[model_name] = timed(f"eval:{model_name}",
                                         lambda s=spec: evaluate(s, sets, args))  # fmt: skip
     base = results["base"]
@@ -340,6 +354,8 @@ def main() -> None:
         comparisons["ours-dpo - nofilter-dpo"] = paired(results, "nofilter-dpo", "ours-dpo")
     if "ours-dpo" in results and "paper-dpo" in results:
         comparisons["ours-dpo - paper-dpo"] = paired(results, "paper-dpo", "ours-dpo")
+    if "ours-dpo" in results and "ours-expert-dpo" in results:
+        comparisons["ours-expert-dpo - ours-dpo"] = paired(results, "ours-dpo", "ours-expert-dpo")
     if "ours-dpo" in results and "ours-dpo-nosft" in results:
         comparisons["ours-dpo - ours-dpo-nosft"] = paired(results, "ours-dpo-nosft", "ours-dpo")
     lifts = {

@@ -321,3 +321,34 @@ def test_a_record_dropped_as_a_duplicate_is_no_original():
     out = {r["id"]: r for r in assemble([a, b, c], AssembleConfig()).records}
     assert out["b"]["drop_reason"] == "assemble: duplicate instruction of a"
     assert out["c"]["status"] == "kept", out["c"]["drop_reason"]
+
+
+def test_rejected_from_the_expert_where_respond_kept_a_complying_answer(tmp_path):
+    """assemble.rejected=expert: a pair whose record holds the expert's complying answer
+    (`complied`) gets it as `rejected`, the others keep the source text; the stage file,
+    the counts and the card say which is which, and the default keeps the source text."""
+    records = distinct_records()
+    for r in records[::2]:
+        r["complied"] = f"Sure, here is exactly what you asked, about {r['id']}."
+    expert = assemble_into(tmp_path / "expert", [dict(r) for r in records],
+                           AssembleConfig(rejected="expert"), {})  # fmt: skip
+    rows = {r["id"]: r for s in ("train", "test")
+            for r in read_jsonl(tmp_path / "expert" / "dataset" / f"{s}.jsonl")}  # fmt: skip
+    by_id = {r["id"]: r for r in records}
+    for rid, row in rows.items():
+        want = by_id[rid].get("complied") or by_id[rid]["text"]
+        assert row["rejected"][0]["content"] == want
+    assert expert["rejected_from"] == {"expert": len(records[::2]),
+                                       "source": len(records) - len(records[::2])}  # fmt: skip
+    settled = {r["id"]: r for r in read_jsonl(stage_path(tmp_path / "expert", "assemble"))}
+    assert settled["r0"]["verdicts"][-1]["rejected_from"] == "expert"
+    assert settled["r1"]["verdicts"][-1]["rejected_from"] == "source"
+    card = (tmp_path / "expert" / "dataset" / "README.md").read_text()
+    assert f"complying** in {len(records[::2])} pairs" in card
+
+    source = assemble_into(tmp_path / "source", [dict(r) for r in records], AssembleConfig(), {})
+    assert source["rejected_from"] == {"source": len(records)}
+    rows = [r for s in ("train", "test")
+            for r in read_jsonl(tmp_path / "source" / "dataset" / f"{s}.jsonl")]  # fmt: skip
+    assert all(r["rejected"][0]["content"] == by_id[r["id"]]["text"] for r in rows)
+    assert "**original source text**." in (tmp_path / "source" / "dataset" / "README.md").read_text()

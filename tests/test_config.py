@@ -97,6 +97,7 @@ def test_every_field_has_a_doc():
         # stage settings checked before the first model call, not when the stage starts
         ("respond:\n  candidates: 0\n", "respond.candidates"),
         ("respond:\n  candidates: 2\n  generation: {temperature: 0}\n", "temperature > 0"),
+        ("assemble:\n  rejected: model\n", "assemble.rejected: expected one of source, expert"),
     ],
 )
 def test_cli_bad_config_exits_2_with_one_line(tmp_path, text, needle):

@@ -162,6 +162,17 @@ def test_candidates_resample_until_one_declines():
     assert (first["attempts"], first["candidate"]) == (3, 2)
     assert first["labels"][0] == "1_full_compliance" and first["labels"][2] != "1_full_compliance"
     assert (second["attempts"], second["candidate"]) == (1, 0)
+    assert out[0]["complied"] == COMPLY  # the expert's own dispreferred answer, kept
+    assert "complied" not in out[1]  # its first answer declined: nothing complied
+
+
+def test_all_complying_keeps_no_complied_beside_the_chosen():
+    rs = records()[:1]
+    answers = {s: [Completion(texts=[f"{COMPLY} ({s})"])] for s in (0, 1)}
+    backend = BySeed(answers, [rs[0]["instruction"]])
+    cfg = RespondConfig(generation=GenConfig(temperature=0.7), candidates=2, prefer_declining=True)
+    out = respond(rs, backend, cfg, DomainConfig())
+    assert out[0]["chosen"] == f"{COMPLY} (0)" and "complied" not in out[0]
 
 
 def test_candidates_all_complying_keep_the_first_for_the_judge():

@@ -422,6 +422,20 @@ class AssembleConfig:
         metadata=_ranged((0.0, 1.0, False), "share of source texts for test"),
     )
     seed: int = field(default=0, metadata=_doc("split seed"))
+    rejected: str = field(default="source", metadata=_doc(
+        "the rejected side: 'source' (the source text, as in the paper) or 'expert' (the "
+        "expert's own answer the refusal classifier read as complying, where respond drew "
+        "one with prefer_declining; else the source text)"))
+
+    def check(self, where: str) -> None:
+        """Bad input at load, before any model call."""
+        if self.rejected not in REJECTED_SIDES:
+            raise BadInput(f"{where}: assemble.rejected: expected one of "
+                           f"{', '.join(REJECTED_SIDES)}, got {self.rejected!r}")  # fmt: skip
+
+
+REJECTED_SIDES = ("source", "expert")
+"""Where assemble takes a pair's `rejected` text from (`AssembleConfig.rejected`)."""
 
 
 @dataclass
@@ -720,6 +734,7 @@ def resolve_paths(cfg: RunConfig, base: Path, where: str) -> None:
             raise BadInput(f"{where}: domain.prompt_dir: folder not found: {folder}")
         cfg.domain.prompt_dir = str(folder.resolve())
     check_ranges(cfg, where)
+    cfg.assemble.check(where)
     parse_shard(cfg.source.shard)
     if cfg.cache:
         cfg.cache = str((base / cfg.cache).resolve())

@@ -7,11 +7,13 @@ instructions, and near-duplicate instructions (MiniLM cosine >=
 `near_duplicate_threshold` with an earlier kept one); the first occurrence wins, so
 input order decides. The split hashes the normalised source text with the seed, so one
 text never lands in both splits (with two or more texts and 0 < test_fraction < 1, both
-splits get at least one). `settle` (pass two) writes the verdict on each record;
-`split_rows` gives the dataset rows in TRL's conversational preference format, `tally`
-the counts; `dataset_card` writes the card's text. Like every stage it does no file IO:
-the recipe (`recipes.data.assemble_records`) streams the judge stage file through it and
-writes the stage file, the dataset and the card. `assemble` does both passes over a list in memory.
+splits get at least one). `settle` (pass two) writes the verdict on each record, and
+where its rejected side comes from (`AssembleConfig.rejected`: the source text, or the
+expert's own complying answer that respond kept); `split_rows` gives the dataset rows in
+TRL's conversational preference format, `tally` the counts; `dataset_card` writes the
+card's text. Like every stage it does no file IO: the recipe
+(`recipes.data.assemble_records`) streams the judge stage file through it and writes the
+stage file, the dataset and the card. `assemble` does both passes over a list in memory.
 
     from saferinstruct.pipeline.assemble import assemble, dataset_card
     done = assemble(records, AssembleConfig())
@@ -171,6 +173,8 @@ class Decisions:
     drops: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     splits: dict[str, str] = field(default_factory=dict)
     n_in: int = 0
+    rejected: str = "source"
+    """`AssembleConfig.rejected`: where the kept pairs' rejected side comes from."""
 
 
 def decide(records: Iterable[Record], cfg: AssembleConfig) -> Decisions:
@@ -178,7 +182,7 @@ def decide(records: Iterable[Record], cfg: AssembleConfig) -> Decisions:
     duplicate source texts, exact duplicate instructions, near-duplicate instructions;
     then the split of every survivor. Holds digests, split scores and the kept
     instructions' vectors, never the records."""
-    out = Decisions()
+    out = Decisions(rejected=cfg.rejected)
     first_text: dict[bytes, str] = {}
     first_instruction: dict[bytes, str] = {}
     near = NearDuplicates(cfg.near_duplicate_threshold)
@@ -228,14 +232,24 @@ def settle(record: Record, decisions: Decisions) -> Record:
         _drop(record, reason, **info)
     else:
         record["split"] = decisions.splits[rid]
-        add_verdict(record, STAGE, True, split=record["split"])
+        record["rejected_from"] = rejected_side(record, decisions.rejected)
+        add_verdict(record, STAGE, True, split=record["split"],
+                    rejected_from=record["rejected_from"])  # fmt: skip
     return record
 
 
+def rejected_side(record: Record, wanted: str) -> str:
+    """'expert' when asked for and respond kept the expert's complying answer, else
+    'source'."""
+    return "expert" if wanted == "expert" and (record.get("complied") or "").strip() else "source"
+
+
 def pair_row(r: Record) -> dict[str, Any]:
-    """One line of train/test.jsonl: TRL's conversational preference format."""
+    """One line of train/test.jsonl: TRL's conversational preference format, the rejected
+    side from where `settle` said (`rejected_from`)."""
+    rejected = r["complied"].strip() if r.get("rejected_from") == "expert" else r["text"]
     return preference_row(
-        r["instruction"].strip(), r["chosen"].strip(), r["text"],
+        r["instruction"].strip(), r["chosen"].strip(), rejected,
         id=r["id"], category=r.get("category"),
     )  # fmt: skip
 
@@ -270,6 +284,7 @@ def tally(settled: Iterable[Record], n_in: int) -> dict[str, Any]:
     by_category: dict[str, dict[str, int]] = {}
     reasons: Counter[str] = Counter()
     splits: Counter[str] = Counter()
+    sides: Counter[str] = Counter()
     for r in settled:
         if dropped_at(r) == STAGE:
             reasons[reason_key(r["drop_reason"])] += 1
@@ -277,6 +292,7 @@ def tally(settled: Iterable[Record], n_in: int) -> dict[str, Any]:
             row = by_category.setdefault(r.get("category") or "default", {"train": 0, "test": 0})
             row[r["split"]] += 1
             splits[r["split"]] += 1
+            sides[r.get("rejected_from", "source")] += 1
     return {
         "stage": STAGE,
         "in": n_in,
@@ -286,6 +302,7 @@ def tally(settled: Iterable[Record], n_in: int) -> dict[str, Any]:
         "test": splits["test"],
         "by_category": dict(sorted(by_category.items())),
         "drop_reasons": dict(reasons),
+        "rejected_from": dict(sorted(sides.items())),
     }
 
 
@@ -346,6 +363,15 @@ def _listing(value: Any) -> str:
     return f"- {value}" if value else "- (not recorded)"
 
 
+def _rejected_line(summary: dict[str, Any]) -> str:
+    sides = summary.get("rejected_from") or {}
+    if not sides.get("expert"):
+        return "the **original source text**."
+    return (f"the **expert's own answer that the refusal classifier read as complying** in "
+            f"{sides['expert']} pairs, and the **original source text** in "
+            f"{sides.get('source', 0)} (no complying answer was drawn for them).")
+
+
 def dataset_card(summary: dict[str, Any], info: dict[str, Any]) -> str:
     """The HF-style README.md of the dataset folder."""
     terms = info.get("terms", DEFAULT_TERMS)
@@ -369,9 +395,9 @@ and `rejected` (one assistant message each), plus `id` (the source text's id) an
 `DPOTrainer` takes it unchanged.
 
 - `chosen` is the expert model's response, written under the domain's guideline.
-- `rejected` is the **original source text**. It is the dispreferred example only:
-  it is never a training target. Do not fine-tune on it with SFT or any objective
-  that raises its likelihood.
+- `rejected` is {_rejected_line(summary)} It is the dispreferred example
+  only: it is never a training target. Do not fine-tune on it with SFT or any
+  objective that raises its likelihood.
 
 ## Counts
 {_counts_table(summary)}

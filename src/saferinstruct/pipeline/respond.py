@@ -9,7 +9,10 @@ call on (model, parameters, prompt), so a rerun or a resumed run asks nothing tw
 With `candidates` > 1, an instruction whose answer failed (empty, a failed request, or,
 with `prefer_declining`, an answer the refusal classifier reads as full compliance) is
 asked again with the next seed, up to that many samples; the record's `respond` verdict
-says how many were drawn, which one was taken and the classifier's label of each.
+says how many were drawn, which one was taken and the classifier's label of each, and
+the first answer read as full compliance (when another one was taken) is kept as
+`complied`: the expert's own dispreferred answer, which assemble can make the `rejected`
+side (`AssembleConfig.rejected`).
 A record with no usable answer is dropped with its reason (recorded, not raised).
 
     from saferinstruct.pipeline.respond import respond
@@ -164,5 +167,8 @@ def _apply(record: Record, cands: list[Candidate], model: str) -> None:
         return
     completion = chosen.completion
     record["chosen"] = chosen.text
+    complied = next((c for c in cands if c.label == COMPLIANCE and c.text), None)
+    if complied is not None and complied is not chosen:
+        record["complied"] = complied.text  # the expert's own dispreferred answer
     finish = completion.finish_reasons[0] if completion.finish_reasons else None
     add_verdict(record, STAGE, True, candidate=cands.index(chosen), finish_reason=finish, **info)
