@@ -14,6 +14,13 @@ rejected text so that nothing here touches what `benchmarks/alignment.py` report
   ids) for the over-refusal rate: never the XSTest, HH-RLHF or held-out AlpacaEval
   prompts the benchmarks report.
 
+`--data DIR` sweeps a data set of ours instead (a run's `dataset` folder: train.jsonl,
+and test.jsonl for the held-out measure), e.g. the alignment benchmark's `ours-expert`
+run, whose rejected side is the expert's own complying answer; `--sft MODEL` starts
+every DPO from that SFT model (the benchmark's, trained on the same chosen answers)
+instead of training one. The tuning prompts stay the same: the benchmark's sources and
+reported prompts lie in hash buckets below 0.4.
+
 One SFT model (the SFT defaults) on the training pairs, then DPO from it with every
 setting in `GRID` (and the SFT model itself as the baseline), each evaluated with greedy
 answers. Resumable: finished models and answers are kept in WORK (models by identity,
@@ -148,16 +155,21 @@ def main() -> None:
     ap.add_argument("--max-chars", type=int, default=900, help="chosen + rejected, at most")
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--only", default="", help="comma separated GRID names (default: all)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="a dataset folder (train.jsonl, test.jsonl) instead of released pairs")
+    ap.add_argument("--sft", default=None, help="an SFT model to start DPO from (default: "
+                    "train one with the SFT defaults)")  # fmt: skip
     args = ap.parse_args()
 
     from saferinstruct import api
     from saferinstruct.config import AlignConfig, ModelConfig
 
     data, harmful = prepare(args.work, args.pairs, args.prompts, args.max_chars)
+    data = args.data.resolve() if args.data else data
     benign = benign_prompts(args.prompts)
     steps = AlignConfig()
     start = time.time()
-    sft = api.sft(data, args.work / "sft", steps.sft)
+    sft = args.sft or api.sft(data, args.work / "sft", steps.sft)
     base = {"sft": evaluate(str(sft), harmful, benign, args.max_new_tokens)}
     rows: dict[str, Any] = {}
     names = [n for n in GRID if not args.only or n in args.only.split(",")]
@@ -183,7 +195,8 @@ def main() -> None:
             f"margin {after.get('margin', 0):+.3f}  refusal {rows[name]['refusal_harmful']:.3f} "
             f"({rows[name]['vs_sft_harmful']['direction']})  benign refusal "
             f"{rows[name]['refusal_benign']:.3f}  {minutes:.1f} min")  # fmt: skip
-    out = {"machine": machine_info(), "pairs": args.pairs, "prompts": len(harmful),
+    out = {"machine": machine_info(), "data": str(data), "sft_model": str(sft),
+           "pairs": sum(1 for _ in (data / "train.jsonl").open()), "prompts": len(harmful),
            "benign": len(benign), "sft": {k: sum(v) / len(v) for k, v in base["sft"].items()},
            "rows": rows, "minutes": round((time.time() - start) / 60, 1)}  # fmt: skip
     (args.work / "results.json").write_text(json.dumps(out, indent=1))
