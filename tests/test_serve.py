@@ -242,6 +242,61 @@ def test_concurrent_requests_agree(served: Served) -> None:
     assert [o.choices[0].message.content for o in outs] == [alone] * 3
 
 
+def test_sixteen_clients_keep_the_batches_full_and_get_the_backends_answers(
+    served: Served,
+) -> None:
+    """16 clients, 6 requests each, one in flight per client: each answer is the local
+    backend's own, and the model runs about 96 / 16 batches (the first may catch only
+    the earliest arrivals). Before a batch waited for the clients it had answered, and
+    before an answer was built in its generation's turn, batches alternated between a
+    few requests and the rest (10 batches for 64 requests)."""
+    prompts = [[{"role": "user", "content": f"Name one animal that starts with {c}."}]
+               for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:16]]  # fmt: skip
+    params = GenParams(temperature=0, max_new_tokens=6)
+    want = [c.text for c in served.backend.generate(prompts, params)]
+
+    def client(i: int) -> list[str]:
+        kw = {"model": NAME, "messages": prompts[i], "temperature": 0, "max_tokens": 6}
+        return [served.client.chat.completions.create(**kw).choices[0].message.content
+                for _ in range(6)]  # fmt: skip
+
+    before = served.stats()["batches"]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(client, range(16)))
+    batches = served.stats()["batches"] - before
+    assert answers == [[w] * 6 for w in want]
+    assert batches <= 8, f"{batches} batches for 96 requests from 16 clients"
+
+
+def test_the_worker_waits_for_the_clients_it_answered() -> None:
+    """The model worker alone (a backend that takes 0.2 s a batch): 16 clients whose
+    requests arrive 5 ms apart, 4 rounds: 64 requests in at most 5 batches."""
+    from saferinstruct.llm.base import Completion
+    from saferinstruct.serve import ModelWorker
+
+    class Slow:
+        sizes: list[int] = []
+
+        def generate(self, prompts: list, params: GenParams) -> list[Completion]:
+            self.sizes.append(len(prompts))
+            time.sleep(0.2)
+            return [Completion(texts=[str(p)]) for p in prompts]
+
+    backend = Slow()
+    worker = ModelWorker(backend)  # type: ignore[arg-type]
+
+    def one(i: int) -> Completion:
+        time.sleep(0.005 * (i % 16))
+        chat = [{"role": "user", "content": str(i)}]
+        return worker.generate(chat, GenParams(max_new_tokens=4, seed=i)).result()
+
+    with ThreadPoolExecutor(16) as pool:
+        outs = list(pool.map(one, range(64)))
+    worker.stop()
+    assert [o.text for o in outs] == [str([{"role": "user", "content": str(i)}]) for i in range(64)]
+    assert sum(backend.sizes) == 64 and len(backend.sizes) <= 5, backend.sizes
+
+
 def test_unknown_model_is_404(served: Served) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         served.client.chat.completions.create(model="nope", messages=HELLO, max_tokens=2)

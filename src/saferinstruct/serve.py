@@ -36,7 +36,10 @@ unknown model is 404, a bad body is 400 (also `stream: true`: streaming is not
 supported), a failed generation is 500.
 
 Model work runs on one worker thread (the model is not thread-safe). Generation requests
-arriving within ~10 ms of each other with the same settings go to one `generate()` call.
+arriving within ~10 ms of each other with the same settings go to one `generate()` call,
+and a batch waits (up to 0.25 s) for the clients the last batch answered to send their
+next request, so clients with many requests in flight keep the batches full; each
+request's answer is built in the same turn as its generation.
 
 Limitations:
 
@@ -91,6 +94,10 @@ log = logging.getLogger("saferinstruct")
 CHAT_DEFAULT_MAX_TOKENS = 256
 TEXT_DEFAULT_MAX_TOKENS = 16
 BATCH_WINDOW_S = 0.01
+REJOIN_S = 0.25
+"""How long a batch waits, at most, for the clients the last batch answered to ask again
+(a client with requests in flight sends its next one as soon as an answer arrives)."""
+MAX_BATCH = 256
 MAX_TOP_LOGPROBS = 20
 
 
@@ -245,6 +252,9 @@ class _Job:
     prompt: Prompt | None = None
     params: GenParams | None = None
     fn: Callable[[], Any] | None = None
+    then: Callable[[Completion], Any] | None = None
+    """Turns the generation into the request's answer on the model thread, in the same
+    turn (a second trip through the queue would wait behind the next batch)."""
 
 
 def _params_key(params: GenParams) -> str:
@@ -258,10 +268,13 @@ def _params_key(params: GenParams) -> str:
 class ModelWorker:
     """Runs all model work on one thread; batches generations with the same settings."""
 
-    def __init__(self, backend: LocalBackend, window_s: float = BATCH_WINDOW_S) -> None:
+    def __init__(self, backend: LocalBackend, window_s: float = BATCH_WINDOW_S,
+                 rejoin_s: float = REJOIN_S) -> None:  # fmt: skip
         self.backend = backend
-        self.window_s = window_s
+        self.window_s, self.rejoin_s = window_s, rejoin_s
         self.batches = 0
+        self._expected = 0  # requests of the last batch's time: waiting, or answered by it
+        self._done_at = 0.0
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -281,8 +294,10 @@ class ModelWorker:
             self._queue.put(None)
             thread.join(timeout=60)
 
-    def generate(self, prompt: Prompt, params: GenParams) -> Future[Completion]:
-        return self._submit(_Job(Future(), prompt=prompt, params=params))
+    def generate(self, prompt: Prompt, params: GenParams,
+                 then: Callable[[Completion], Any] | None = None) -> Future[Any]:  # fmt: skip
+        """The completion, or `then(completion)` when given."""
+        return self._submit(_Job(Future(), prompt=prompt, params=params, then=then))
 
     def call(self, fn: Callable[[], Any]) -> Future[Any]:
         return self._submit(_Job(Future(), fn=fn))
@@ -303,11 +318,22 @@ class ModelWorker:
                 return
 
     def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
-        """`first` plus whatever arrives within the batch window; True when told to stop."""
+        """`first` plus whatever arrives within the batch window of the one before, and
+        until the clients the last batch answered are back (up to `rejoin_s` in all):
+        without that wait, clients with requests in flight fall out of step, batches
+        alternate between a few requests and the rest, and the model runs half-empty
+        batches. True when told to stop."""
         batch = [first]
-        deadline = time.monotonic() + self.window_s
-        while len(batch) < 256:
-            left = deadline - time.monotonic()
+        start = last = time.monotonic()
+        recent = start - self._done_at <= self.rejoin_s  # else those clients have gone
+        expected = self._expected if recent else 1 + self._queue.qsize()
+        while len(batch) < MAX_BATCH:
+            # until the expected clients are back; then while requests keep arriving
+            # within the window of each other, never past rejoin_s in all
+            until = start + self.rejoin_s
+            if len(batch) >= expected:
+                until = min(until, last + self.window_s)
+            left = until - time.monotonic()
             if left <= 0:
                 break
             try:
@@ -317,6 +343,7 @@ class ModelWorker:
             if job is None:
                 return batch, True
             batch.append(job)
+            last = time.monotonic()
         return batch, False
 
     def _run(self, batch: list[_Job]) -> None:
@@ -325,13 +352,25 @@ class ModelWorker:
         for job in live:
             if job.params is not None:
                 groups.setdefault(_params_key(job.params), []).append(job)
-        for jobs in groups.values():
-            self._generate(jobs)
+        done = [(jobs, self._generate(jobs)) for jobs in groups.values()]
+        # what arrived while the model ran, plus the clients about to be answered
+        self._expected = self._queue.qsize() + len(live)
+        for jobs, outs in done:
+            for job, out in zip(jobs, outs, strict=True):
+                if isinstance(out, BaseException):
+                    job.future.set_exception(out)
+                elif job.then is not None:
+                    _settle(job.future, lambda job=job, out=out: job.then(out))
+                else:
+                    job.future.set_result(out)
         for job in live:
             if job.fn is not None:
                 _settle(job.future, job.fn)
+        self._done_at = time.monotonic()
 
-    def _generate(self, jobs: list[_Job]) -> None:
+    def _generate(self, jobs: list[_Job]) -> list[Completion | BaseException]:
+        """One generate() call for jobs with the same settings: each job's answer, or the
+        exception for all of them."""
         from dataclasses import replace
 
         first = jobs[0].params
@@ -341,12 +380,9 @@ class ModelWorker:
             outs = self.backend.generate([j.prompt for j in jobs], params)  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
             log.warning("serve: generate failed: %s", type(exc).__name__)
-            for job in jobs:
-                job.future.set_exception(exc)
-            return
+            return [exc] * len(jobs)
         self.batches += 1
-        for job, out in zip(jobs, outs, strict=True):
-            job.future.set_result(out)
+        return list(outs)
 
 
 def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:
@@ -588,18 +624,29 @@ def _check_request(body: _Body, served_name: str) -> None:
         raise ApiError(400, "streaming not supported (send stream: false)", param="stream")
 
 
-async def _generate_all(
-    worker: ModelWorker, prompts: list[Prompt], params: GenParams
-) -> list[Completion]:
+Build = Callable[[list[Completion]], dict[str, Any]]
+
+
+async def _answer(worker: ModelWorker, prompts: list[Prompt], params: GenParams,
+                  build: Build) -> dict[str, Any]:  # fmt: skip
+    """Generate for every prompt, then `build(completions)` the response body, on the
+    model thread. One prompt (what clients send) makes one trip through the worker: its
+    body is built in the same turn as its generation, so the answer goes out with its
+    batch instead of waiting behind the next one."""
     if params.max_new_tokens == 0:
-        return [
-            Completion(texts=[""] * params.n, finish_reasons=["length"] * params.n) for _ in prompts
-        ]
+        comps = [Completion(texts=[""] * params.n, finish_reasons=["length"] * params.n)
+                 for _ in prompts]  # fmt: skip
+        return await _wait(worker.call(lambda: build(comps)))
+    if len(prompts) == 1:
+        return await _wait(worker.generate(prompts[0], params, lambda c: build([_ok(c)])))
     comps = await asyncio.gather(*(_wait(worker.generate(p, params)) for p in prompts))
-    for c in comps:
-        if c.error:
-            raise ApiError(500, f"generation failed: {c.error}", "server_error")
-    return list(comps)
+    return await _wait(worker.call(lambda: build([_ok(c) for c in comps])))
+
+
+def _ok(comp: Completion) -> Completion:
+    if comp.error:
+        raise ApiError(500, f"generation failed: {comp.error}", "server_error")
+    return comp
 
 
 def _model_card(name: str, root: str) -> dict[str, Any]:
@@ -667,8 +714,8 @@ def create_app(backend: LocalBackend, served_name: str, api_key: str | None = No
         limit = limit if limit is not None else req.max_tokens
         params = gen_params(req, CHAT_DEFAULT_MAX_TOKENS if limit is None else limit)
         messages = [_message(m) for m in req.messages]
-        [comp] = await _generate_all(worker, [messages], params)
-        return await _wait(worker.call(lambda: chat_response(backend, req, messages, comp)))
+        return await _answer(worker, [messages], params,
+                             lambda comps: chat_response(backend, req, messages, comps[0]))
 
     @app.post("/v1/completions")
     async def completions(req: TextRequest) -> dict[str, Any]:
@@ -677,8 +724,8 @@ def create_app(backend: LocalBackend, served_name: str, api_key: str | None = No
         if not prompts:
             raise ApiError(400, "prompt must not be empty", param="prompt")
         limit = TEXT_DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens
-        comps = await _generate_all(worker, list(prompts), gen_params(req, limit))
-        return await _wait(worker.call(lambda: text_response(backend, req, prompts, comps)))
+        return await _answer(worker, list(prompts), gen_params(req, limit),
+                             lambda comps: text_response(backend, req, prompts, comps))
 
     return app
 
