@@ -351,4 +351,5 @@ def test_rejected_from_the_expert_where_respond_kept_a_complying_answer(tmp_path
     rows = [r for s in ("train", "test")
             for r in read_jsonl(tmp_path / "source" / "dataset" / f"{s}.jsonl")]  # fmt: skip
     assert all(r["rejected"][0]["content"] == by_id[r["id"]]["text"] for r in rows)
-    assert "**original source text**." in (tmp_path / "source" / "dataset" / "README.md").read_text()
+    card = (tmp_path / "source" / "dataset" / "README.md").read_text()
+    assert "**original source text**." in card
