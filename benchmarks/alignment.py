@@ -62,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info  # noqa: E402
 
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 CATEGORIES = ("hate", "self-harm")
 TIMINGS: dict[str, float] = {}
 
@@ -119,7 +120,7 @@ NOFILTER = [
 ]
 
 
-def build_data(work: Path, sources: Path, name: str, extra: list[str]) -> Path:
+def build_data(work: Path, sources: Path, name: str, extra: list[str], processes: int = 1) -> Path:
     from saferinstruct import api
 
     run_dir = work / name
@@ -127,9 +128,43 @@ def build_data(work: Path, sources: Path, name: str, extra: list[str]) -> Path:
         return run_dir
     overrides = [f"source.path={sources}", "source.limit=null",
                  "assemble.test_fraction=0.1", *extra]  # fmt: skip
-    cfg = api.load_config(ROOT / "configs" / "quickstart.yaml", overrides)
-    timed(f"data:{name}", lambda: api.run(cfg, run_dir))
+    cfg = api.load_config(QUICKSTART, overrides)
+    if processes > 1:
+        timed(f"data:{name}", lambda: run_sharded(cfg, overrides, run_dir, processes))
+    else:
+        timed(f"data:{name}", lambda: api.run(cfg, run_dir))
     return run_dir
+
+
+def run_sharded(cfg: Any, overrides: list[str], run_dir: Path, n: int) -> None:
+    """`safer-instruct run --shard I/N` in n processes at once, then one dataset
+    (`assemble --merge`, the same as one unsharded run). Each process takes the CLI's
+    threads (one on a 2-core machine), so two of them use both cores without OpenMP
+    threads waiting on each other. Each shard resumes on its own; logs in
+    RUN/shards/I-of-N.log."""
+    import copy
+    import os
+    import subprocess
+
+    from saferinstruct import api
+    from saferinstruct.recipes.data import ensure_reverse_model
+
+    ensure_reverse_model(copy.deepcopy(cfg))  # trained once, before the shards look for it
+    shards = [run_dir / "shards" / f"{i}-of-{n}" for i in range(1, n + 1)]
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    running = []
+    for i, shard in enumerate(shards, 1):
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "saferinstruct", "run", "--out", str(shard),
+               "--config", str(QUICKSTART), "--shard", f"{i}/{n}"]  # fmt: skip
+        for override in overrides:
+            cmd += ["--set", override]
+        with shard.with_suffix(".log").open("a") as out:
+            running.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env))
+    for shard, process in zip(shards, running, strict=True):
+        if process.wait() != 0:  # a finished shard may still have fallen short of its pairs
+            log(f"{shard.name}: exit {process.returncode} (see {shard.with_suffix('.log')})")
+    api.assemble(cfg, run_dir, shards=shards)  # refuses a shard whose run did not finish
 
 
 def source_rows(per_category: int) -> dict[str, list[dict[str, str]]]:
@@ -278,6 +313,9 @@ def main() -> None:
         default=3,
         help="responses sampled per instruction for ours (first declining kept)",
     )
+    ap.add_argument("--data-processes", type=int, default=1,
+                    help="build each data set in N shard processes at once, merged after "
+                         "(2 on a quiet 2-core machine: both cores, one thread each)")
     ap.add_argument("--skip", default="", help="comma list of data sets to skip: nofilter,hh")
     ap.add_argument("--paper", action="store_true",
                     help="also train on the authors' released GPT-4-written pairs for the same "
@@ -310,20 +348,21 @@ def main() -> None:
     sources, prompts_csv = prepare_sources(work, args.per_category, args.harmful)
 
     k = args.respond_candidates
-    ours = build_data(work, sources, f"ours-k{k}", [f"respond.candidates={k}"])
+    procs = args.data_processes
+    ours = build_data(work, sources, f"ours-k{k}", [f"respond.candidates={k}"], procs)
     n = min(args.pairs, sum(1 for _ in (ours / "dataset" / "train.jsonl").open()))
     data = {f"ours-k{k}": ours / "dataset" / "train.jsonl"}
     if args.ablate_resampling and k != 1:
-        one = build_data(work, sources, "ours-k1", ["respond.candidates=1"])
+        one = build_data(work, sources, "ours-k1", ["respond.candidates=1"], procs)
         data["ours-k1"] = one / "dataset" / "train.jsonl"
     if "nofilter" not in skip:
-        nofilter = build_data(work, sources, "nofilter", NOFILTER)
+        nofilter = build_data(work, sources, "nofilter", NOFILTER, procs)
         data["nofilter"] = nofilter / "dataset" / "train.jsonl"
     if "hh" not in skip:
         data["hh"] = hh_data(work, n)
     if args.expert_rejected:
-        expert = build_data(work, sources, "ours-expert",
-                            [f"respond.candidates={k}", "assemble.rejected=expert"])  # fmt: skip
+        expert_settings = [f"respond.candidates={k}", "assemble.rejected=expert"]
+        expert = build_data(work, sources, "ours-expert", expert_settings, procs)
         data["ours-expert"] = expert / "dataset" / "train.jsonl"
     if args.paper:
         data["paper"] = paper_data(work, args.per_category, n)

@@ -4,8 +4,11 @@ one core (what a shared 2-core machine sees).
 
 - `spin`: OMP_WAIT_POLICY unset (libgomp's threads spin-wait), as many threads as cores;
 - `passive`: OMP_WAIT_POLICY=PASSIVE (threads sleep when idle), as many threads as cores;
-- `one`: OMP_NUM_THREADS=1.
-Each variant runs in a fresh process (OpenMP reads these when torch loads): the embedded
+- `one`: OMP_NUM_THREADS=1;
+- `two-processes`: two processes of one thread each, the same work each, started
+  together (a barrier after their warm-up); tokens/s is both together (what sharding a
+  run over two local processes would give).
+Each variant runs in fresh processes (OpenMP reads these when torch loads): the embedded
 model, 32 prompts, 24 new tokens, greedy, batches of 16, one warm-up batch first.
 Ratios are against `spin` in the same condition, measured in the same run.
 
@@ -29,10 +32,19 @@ VARIANTS = {
     "spin": {},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
     "one": {"OMP_NUM_THREADS": "1"},
+    "two-processes": {"OMP_NUM_THREADS": "1"},
 }
+PROCESSES = {"two-processes": 2}
 
 
-def worker() -> None:
+def wait_for_all(barrier: Path, n: int) -> None:
+    """Mark this worker ready in `barrier` and wait until `n` workers are."""
+    (barrier / str(os.getpid())).touch()
+    while len(list(barrier.iterdir())) < n:
+        time.sleep(0.01)
+
+
+def worker(barrier: Path | None, n: int) -> None:
     """Time the generation; prints tokens/s as JSON."""
     from saferinstruct.llm.base import GenParams
     from saferinstruct.llm.local import LocalBackend
@@ -42,6 +54,8 @@ def worker() -> None:
                for i in range(32)]  # fmt: skip
     params = GenParams(max_new_tokens=24)
     b.generate(prompts[:16], params)  # warm-up (and the load)
+    if barrier is not None:
+        wait_for_all(barrier, n)
     start = time.perf_counter()
     out = b.generate(prompts, params)
     seconds = time.perf_counter() - start
@@ -49,31 +63,46 @@ def worker() -> None:
     import torch
 
     print(json.dumps({"tok_per_s": round(tokens / seconds, 2), "seconds": round(seconds, 2),
-                      "threads": torch.get_num_threads()}))  # fmt: skip
+                      "tokens": tokens, "threads": torch.get_num_threads()}))  # fmt: skip
 
 
 def measure(variant: str, neighbour: bool) -> dict:
+    """Tokens/s of the variant's workers together (one worker: its own figure)."""
+    import tempfile
+
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     env.update(VARIANTS[variant], HF_HUB_OFFLINE="1")
+    n = PROCESSES.get(variant, 1)
     spinner = None
     if neighbour:
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        out = subprocess.run([sys.executable, __file__, "--worker"], env=env, text=True,
-                             capture_output=True, timeout=1800, check=True)  # fmt: skip
+        with tempfile.TemporaryDirectory() as barrier:
+            cmd = [sys.executable, __file__, "--worker", "--barrier", barrier, "--n", str(n)]
+            workers = [subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE)
+                       for _ in range(n)]  # fmt: skip
+            outs = [json.loads(w.communicate(timeout=1800)[0].strip().splitlines()[-1])
+                    for w in workers]  # fmt: skip
     finally:
         if spinner is not None:
             spinner.kill()
             spinner.wait()
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    if n == 1:
+        return outs[0]
+    seconds = max(o["seconds"] for o in outs)  # they start together: the slower one's window
+    tokens = sum(o["tokens"] for o in outs)
+    return {"tok_per_s": round(tokens / seconds, 2), "seconds": seconds, "tokens": tokens,
+            "processes": outs}  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--barrier", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker()
+        worker(args.barrier if args.n > 1 else None, args.n)
         return
     info = machine_info()
     results: dict[str, dict] = {}
