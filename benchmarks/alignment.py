@@ -129,42 +129,11 @@ def build_data(work: Path, sources: Path, name: str, extra: list[str], processes
     overrides = [f"source.path={sources}", "source.limit=null",
                  "assemble.test_fraction=0.1", *extra]  # fmt: skip
     cfg = api.load_config(QUICKSTART, overrides)
-    if processes > 1:
-        timed(f"data:{name}", lambda: run_sharded(cfg, overrides, run_dir, processes))
+    if processes > 1:  # `run --processes N`: shards in N processes at once, merged
+        timed(f"data:{name}", lambda: api.run_processes(cfg, run_dir, processes))
     else:
         timed(f"data:{name}", lambda: api.run(cfg, run_dir))
     return run_dir
-
-
-def run_sharded(cfg: Any, overrides: list[str], run_dir: Path, n: int) -> None:
-    """`safer-instruct run --shard I/N` in n processes at once, then one dataset
-    (`assemble --merge`, the same as one unsharded run). Each process takes the CLI's
-    threads (one on a 2-core machine), so two of them use both cores without OpenMP
-    threads waiting on each other. Each shard resumes on its own; logs in
-    RUN/shards/I-of-N.log."""
-    import copy
-    import os
-    import subprocess
-
-    from saferinstruct import api
-    from saferinstruct.recipes.data import ensure_reverse_model
-
-    ensure_reverse_model(copy.deepcopy(cfg))  # trained once, before the shards look for it
-    shards = [run_dir / "shards" / f"{i}-of-{n}" for i in range(1, n + 1)]
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    running = []
-    for i, shard in enumerate(shards, 1):
-        shard.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "saferinstruct", "run", "--out", str(shard),
-               "--config", str(QUICKSTART), "--shard", f"{i}/{n}"]  # fmt: skip
-        for override in overrides:
-            cmd += ["--set", override]
-        with shard.with_suffix(".log").open("a") as out:
-            running.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env))
-    for shard, process in zip(shards, running, strict=True):
-        if process.wait() != 0:  # a finished shard may still have fallen short of its pairs
-            log(f"{shard.name}: exit {process.returncode} (see {shard.with_suffix('.log')})")
-    api.assemble(cfg, run_dir, shards=shards)  # refuses a shard whose run did not finish
 
 
 def source_rows(per_category: int) -> dict[str, list[dict[str, str]]]:

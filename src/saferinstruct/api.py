@@ -37,6 +37,7 @@ from .recipes.data import (
     quickstart_config,
     read_sources,
     run,
+    run_processes,
     stage,
     use_input,
 )
@@ -55,7 +56,8 @@ from .recipes.serving import models, probe, review, serve
 from .recipes.training import dpo, result_line, reverse_train, sft
 
 __all__ = [
-    "load_config", "quickstart_config", "use_input", "read_sources", "init", "run", "estimate",
+    "load_config", "quickstart_config", "use_input", "read_sources", "init", "run",
+    "run_processes", "estimate",
     "reverse_train", "induce", "filter", "respond", "judge", "audit", "judge_audit",
     "assemble", "merge",
     "sft", "dpo", "result_line", "eval_recovery", "eval_safety", "eval_overrefusal",

@@ -277,6 +277,12 @@ def run_cmd(p: Parsed) -> None:
         api.use_input(cfg, o.input, o.text_column, o.category_column, o.id_column)
     if o.shard is not None:
         cfg.source.shard = o.shard
+    if o.processes > 1:
+        if o.shard is not None or o.estimate is not None:
+            raise BadInput("run: --processes runs shards itself; give it without --shard "
+                           "and --estimate")  # fmt: skip
+        _print_json(api.run_processes(cfg, o.out, o.processes, limit=o.limit, force=o.force))
+        return
     if o.estimate is not None:
         from .estimate import estimate_lines
 

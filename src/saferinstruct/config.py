@@ -991,6 +991,10 @@ class RunOptions:
     shard: str | None = option(None, "only the texts whose id hashes to shard I of N (for "
                                "several machines; merge with assemble --merge)",
                                shown="all texts", cli="--shard", metavar="I/N")  # fmt: skip
+    processes: int = option(1, "run the texts as N shards in N local processes at once, "
+                            "merged into --out (the same dataset); on a quiet 2-core machine "
+                            "2 make 1.5x the pairs per hour (docs/benchmarks.md)",
+                            metavar="N", span=(1, 64, True))  # fmt: skip
     estimate: int | None = option(None, "first run N sampled texts through every stage (in "
                                   "OUT/estimate; the real run reuses their calls) and print "
                                   "what the whole run will take: calls, tokens, pairs, cost "

@@ -1,6 +1,7 @@
 """The data recipes: settings resolved, model roles built once, the stages run over a
 run directory (`RunDir`), the dataset assembled. `run` is the whole pipeline; `stage`
-runs one stage command on a run directory; `merge` joins shards.
+runs one stage command on a run directory; `merge` joins shards; `run_processes` runs
+shards in local processes at once and joins them.
 
     cfg = load_config("configs/quickstart.yaml")
     summary = run(cfg, "runs/quick")
@@ -29,7 +30,7 @@ from ..config import (
     run_identity,
     to_dict,
 )
-from ..errors import BadInput, LostRecords
+from ..errors import BadInput, LostRecords, RunFailed, TooFewPairs
 from ..io import read_jsonl
 from ..llm.cache import CachedBackend
 from ..llm.factory import Backends, Roles, resolve_roles
@@ -370,8 +371,12 @@ def merge(shard_dirs: list[Path], cfg: RunConfig, run_dir: str | Path,
     """Stage 05 over shard runs (`run --shard I/N`): their stage files merged into
     `run_dir` in source order (each record's `source_index`), then the same dedup and
     split as one unsharded run: its dataset is byte for byte that run's."""
-    from ..io import read_jsonl
+    return _merge(shard_dirs, cfg, run_dir, force)["assemble"]
 
+
+def _merge(shard_dirs: list[Path], cfg: RunConfig, run_dir: str | Path,
+           force: bool = False) -> dict[str, Any]:  # fmt: skip
+    """`merge`, returning assemble's whole answer (its summary and its problem)."""
     shards = [RunDir(d) for d in shard_dirs]
     for shard in shards:
         shard.require_complete("--merge")
@@ -385,9 +390,80 @@ def merge(shard_dirs: list[Path], cfg: RunConfig, run_dir: str | Path,
             files = [d.stage(stage) for d in shards if d.stage(stage).exists()]
             run_.write_jsonl(run_.stage(stage), merged(files, stage))
         judged = run_.stage("judge")
-        result = assemble_records(lambda: read_jsonl(judged), cfg, run_.root)["assemble"]
+        result = assemble_records(lambda: read_jsonl(judged), cfg, run_.root)
         run_.finish()
     return result
+
+
+def run_processes(cfg: RunConfig, run_dir: str | Path, processes: int,
+                  limit: int | None = None, force: bool = False) -> dict[str, Any]:  # fmt: skip
+    """`run --processes N`: the run as N shards (`run --shard I/N`) in N local processes
+    at once, in DIR/shards/I-of-N, then merged into DIR (`merge`: the dataset is byte for
+    byte one process's). Each process takes the CLI's threads (one on a 2-core machine):
+    two one-thread decode loops keep two cores busy where two threads in one loop do not
+    (docs/benchmarks.md, "Two processes of one thread": 1.49x alone, and beside a busy
+    neighbour still 1.12x one thread). The reverse model is trained (or found) once,
+    before the shards start; each shard resumes on its own. A shard stopped by bad input
+    raises `BadInput` (its own line is above); records lost to failed requests raise
+    `LostRecords` after the merge, too few pairs `TooFewPairs`, as one run would."""
+    import copy
+    import subprocess
+
+    root = Path(run_dir).resolve()
+    ensure_reverse_model(copy.deepcopy(cfg))
+    config = root / "shards" / "config.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+    shards = [root / "shards" / f"{i}-of-{processes}" for i in range(1, processes + 1)]
+    log.info("run: %d processes, one shard each, in %s", processes, config.parent)
+    running = [subprocess.Popen(shard_command(config, shard, i, processes, limit, force),
+                                stdout=subprocess.PIPE, text=True)
+               for i, shard in enumerate(shards, 1)]  # fmt: skip
+    outcomes = [(p.communicate()[0], p.returncode) for p in running]
+    codes = [code for _, code in outcomes]
+    for i, code in enumerate(codes, 1):
+        if code == BadInput.exit_code:
+            raise BadInput(f"run --processes: shard {i}/{processes} stopped on bad input "
+                           "(its line is above); fix it and run again")  # fmt: skip
+        if code not in (0, LostRecords.exit_code, TooFewPairs.exit_code):
+            raise RunFailed(f"run --processes: shard {i}/{processes} failed (exit {code}, "
+                            f"its error is above); run again to resume it")  # fmt: skip
+    merged = _merge(shards, cfg, root, force)
+    summary = {"run_dir": str(root), "processes": processes, "dataset":
+               {k: merged["assemble"].get(k) for k in SPLITS},
+               "shards": [last_json(out) for out, _ in outcomes]}  # fmt: skip
+    log.info("done: %d pairs (%d train, %d test) in %s, from %d shards",
+             sum(summary["dataset"].values()), summary["dataset"]["train"],
+             summary["dataset"]["test"], RunDir(root).dataset, processes)  # fmt: skip
+    problem = merged["problem"]
+    if problem is None and LostRecords.exit_code in codes:
+        problem = LostRecords("run --processes: records were lost to failed requests in "
+                              "a shard (see its summary); run again to ask only for those")
+    if problem is not None:
+        problem.summary = summary  # type: ignore[attr-defined]
+        raise problem
+    return summary
+
+
+def last_json(stdout: str) -> dict[str, Any]:
+    """A child run's summary: the last line of its stdout (empty when it printed none)."""
+    lines = stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def shard_command(config: Path, out: Path, i: int, n: int, limit: int | None,
+                  force: bool) -> list[str]:  # fmt: skip
+    """The `safer-instruct run` of shard I of N, as a child process."""
+    import sys
+
+    command = [sys.executable, "-m", "saferinstruct", "run", "--config", str(config),
+               "--out", str(out), "--shard", f"{i}/{n}"]  # fmt: skip
+    if limit is not None:
+        command += ["--limit", str(limit)]
+    return command + (["--force"] if force else [])
 
 
 def merged(files: list[Path], stage: str) -> Iterator[Record]:
