@@ -262,6 +262,19 @@ class RunDir(OutputDir):
         return self.estimate_dir / "estimate.json"
 
     @property
+    def shards_dir(self) -> Path:
+        """`run --processes N`'s shard runs, `I-of-N` each, and the config they share (not
+        an output: --force keeps it, each shard clears its own)."""
+        return self.root / "shards"
+
+    def shard(self, i: int, n: int) -> Path:
+        return self.shards_dir / f"{i}-of-{n}"
+
+    @property
+    def shards_config(self) -> Path:
+        return self.shards_dir / "config.yaml"
+
+    @property
     def labels(self) -> Path:
         """A person's labels on this run's pairs (labels.py); not an output: kept by --force."""
         return self.root / "labels.jsonl"

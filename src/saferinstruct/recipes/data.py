@@ -409,13 +409,13 @@ def run_processes(cfg: RunConfig, run_dir: str | Path, processes: int,
     import copy
     import subprocess
 
-    root = Path(run_dir).resolve()
+    run_ = RunDir(Path(run_dir).resolve())
+    root = run_.root
     ensure_reverse_model(copy.deepcopy(cfg))
-    config = root / "shards" / "config.yaml"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
-    shards = [root / "shards" / f"{i}-of-{processes}" for i in range(1, processes + 1)]
-    log.info("run: %d processes, one shard each, in %s", processes, config.parent)
+    config = run_.write(run_.shards_config,
+                        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+    shards = [run_.shard(i, processes) for i in range(1, processes + 1)]
+    log.info("run: %d processes, one shard each, in %s", processes, run_.shards_dir)
     running = [subprocess.Popen(shard_command(config, shard, i, processes, limit, force),
                                 stdout=subprocess.PIPE, text=True)
                for i, shard in enumerate(shards, 1)]  # fmt: skip
@@ -434,7 +434,7 @@ def run_processes(cfg: RunConfig, run_dir: str | Path, processes: int,
                "shards": [last_json(out) for out, _ in outcomes]}  # fmt: skip
     log.info("done: %d pairs (%d train, %d test) in %s, from %d shards",
              sum(summary["dataset"].values()), summary["dataset"]["train"],
-             summary["dataset"]["test"], RunDir(root).dataset, processes)  # fmt: skip
+             summary["dataset"]["test"], run_.dataset, processes)  # fmt: skip
     problem = merged["problem"]
     if problem is None and LostRecords.exit_code in codes:
         problem = LostRecords("run --processes: records were lost to failed requests in "
