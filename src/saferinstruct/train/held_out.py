@@ -23,9 +23,12 @@ from ..measures.splits import hash_fraction
 
 CHANCE = 0.55
 """Held-out preference accuracy at or below this is near chance (0.5)."""
-MOVED_NATS = 0.1
+MOVED_NATS = 1.0
 """A policy whose chosen and rejected log-probs moved less than this (mean, in nats per
-answer) from the reference's barely moved."""
+answer) from the reference's barely moved. Measured (docs/benchmarks.md, "DPO on our own
+pairs", 2026-12-07): runs that moved 0.2-0.4 nats left refusal on the tuning prompts
+where SFT put it (11 steps at lr 5e-5); runs that moved 3-11 nats changed it (+9 to +10
+points)."""
 MAX_PAIRS = 64
 """Held-out pairs measured at most (each measurement is a forward pass over them)."""
 
