@@ -513,7 +513,7 @@ class TrainStepConfig:
         default=1.0, metadata=_doc("LoRA on the top share of layers only (faster on CPUs)")
     )
     learning_rate: float | None = field(
-        default=None, metadata=_doc("null = 2e-4/2e-5 (SFT LoRA/full), 5e-5/5e-7 (DPO)")
+        default=None, metadata=_doc("null = 2e-4/2e-5 (SFT LoRA/full), 2e-4/5e-7 (DPO)")
     )
     batch_size: int = field(default=8, metadata=_doc("sequences (SFT) or pairs (DPO) per step"))
     gradient_accumulation_steps: int = field(default=1, metadata=_doc("steps per update"))

@@ -44,7 +44,10 @@ from .schedule import learning_rate, quiet_stdout, schedule_args, time_budget_ca
 
 log = logging.getLogger("saferinstruct")
 
-LORA_LR = 5e-5
+# LoRA: 2e-4, measured (docs/benchmarks.md, "DPO on our own pairs"): 11 steps at the
+# earlier 5e-5 moved the log-probs 0.2-0.4 nats and no refusal; 33 steps at 2e-4 lifted
+# harmful refusal 9-10 points on the tuning prompts. Full fine-tune: the paper's 5e-7.
+LORA_LR = 2e-4
 FULL_LR = 5e-7
 
 
