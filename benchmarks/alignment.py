@@ -33,7 +33,8 @@ The data sets train in the order the targets need them (ours, hh, paper, then no
 ours-k1, ours-expert; DPO from the base model after all of them), and WORK/results.json
 is rewritten after every evaluated model, with `"complete": false` until the end: a run
 cut short still holds every comparison it reached. It also holds what each `dpo` measured
-on its held-out pairs (`held_out`: preference accuracy, margin, log-prob changes).
+on its held-out pairs (`held_out`: preference accuracy, margin, log-prob changes; SFT's
+held-out loss).
 
 Targets (issue 23): DPO - SFT on our data lifts harmful refusal (the paired interval
 excludes zero) while XSTest safe compliance falls by <= 5 points; held-out preference
@@ -69,6 +70,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info  # noqa: E402
+from saferinstruct.rundir import dataset_file  # noqa: E402
 
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 CATEGORIES = ("hate", "self-harm")
@@ -132,7 +134,7 @@ def build_data(work: Path, sources: Path, name: str, extra: list[str], processes
     from saferinstruct import api
 
     run_dir = work / name
-    if (run_dir / "dataset" / "train.jsonl").exists():
+    if dataset_file(run_dir, "train").exists():
         return run_dir
     overrides = [f"source.path={sources}", "source.limit=null",
                  "assemble.test_fraction=0.1", *extra]  # fmt: skip
@@ -232,7 +234,8 @@ def step_tag(args: argparse.Namespace) -> str:
 
 
 def held_out_of(spec: str) -> dict[str, Any] | None:
-    """What `dpo` measured on pairs it never trained on (its training.json), if a DPO model."""
+    """What the training of a model measured on pairs it never trained on (its
+    training.json: DPO's preference accuracy and margins, SFT's loss); None for the base."""
     path = Path(spec).parent / "training.json"
     if not path.exists():
         return None
@@ -351,7 +354,7 @@ def main() -> None:
 
     k, procs = args.respond_candidates, args.data_processes
     ours = build_data(work, sources, f"ours-k{k}", [f"respond.candidates={k}"], procs)
-    n = min(args.pairs, sum(1 for _ in (ours / "dataset" / "train.jsonl").open()))
+    n = min(args.pairs, sum(1 for _ in dataset_file(ours, "train").open()))
     # What the targets need first (ours, hh, paper), then the other arms: a run cut short
     # still reports the comparisons that matter (results.json is rewritten per model).
     builders = {f"ours-k{k}": lambda: ours}
@@ -385,8 +388,7 @@ def main() -> None:
             summarize(results, data, run)
 
     for name, build in builders.items():
-        path = build()
-        data[name] = path if path.suffix == ".jsonl" else path / "dataset" / "train.jsonl"
+        data[name] = dataset_file(build(), "train")  # a run directory or a pairs file
         run["counts"][name] = min(n, sum(1 for _ in data[name].open()))
         log(f"training pairs: {run['counts']}")
         shared = models.get("ours-sft") if name == "ours-expert" else None  # same chosen
@@ -453,21 +455,18 @@ def summarize(results: dict[str, Any], data: dict[str, Path], run: dict[str, Any
     }  # fmt: skip
     if final:
         report_tables(results, lifts, comparisons, targets)
-    flags = {name: r.pop("_flags", None) for name, r in results.items()}
     summary = {
         "benchmark": "alignment", "machine": run["info"],
         "settings": vars(run["args"]) | {"work": str(run["work"])}, "complete": final,
         "pairs": run["counts"], "eval_sizes": {k: len(v) for k, v in run["sets"].items()},
-        "results": results, "lifts_vs_base": lifts, "paired": comparisons,
+        "results": {name: {k: v for k, v in r.items() if k != "_flags"}
+                    for name, r in results.items()},
+        "lifts_vs_base": lifts, "paired": comparisons,
         "held_out": run["held_out"], "targets": targets, "timings_s": TIMINGS,
         "minutes": round((time.time() - run["started"]) / 60, 1),
     }  # fmt: skip
-    text = json.dumps(summary, indent=1, default=str)
-    for name, f in flags.items():  # kept for the next partial summary
-        if f is not None:
-            results[name]["_flags"] = f
-    (run["work"] / "results.json").write_text(text)
-    return json.loads(text)
+    (run["work"] / "results.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
 
 
 def lifted(r: dict[str, Any] | None) -> bool:
