@@ -22,7 +22,8 @@ The paper's third block at laptop scale, everything with the embedded SmolLM2-13
      expert buys over ours with the same recipe.
 3. Training, per data set: SFT on `chosen` (LoRA), then DPO from the SFT model (LoRA,
    beta 0.1, reference log-probs computed once and stored beside the data); with
-   `--dpo-from-base`, also DPO from the base model without SFT (`<data>-dpo-nosft`).
+   `--dpo-from-base`, also DPO from the base model without SFT (`<data>-dpo-nosft`), for
+   every data set or those named (`--dpo-from-base ours-k3,hh`).
 4. Evaluation of the base model and every trained model, one cached set of greedy
    generations each (`--max-new-tokens`): refusal rate on held-out harmful prompts
    (half the released instructions held out above, half the HH-RLHF evaluation part),
@@ -328,9 +329,10 @@ def main() -> None:
     ap.add_argument("--expert-rejected", action="store_true",
                     help="also build ours with assemble.rejected=expert (the expert's own "
                          "complying answers as rejected; data set 'ours-expert')")
-    ap.add_argument("--dpo-from-base", action="store_true",
+    ap.add_argument("--dpo-from-base", nargs="?", const="all", default="", metavar="SETS",
                     help="also run DPO from the base model without SFT, per data set "
-                         "(models '<data>-dpo-nosft')")  # fmt: skip
+                         "(models '<data>-dpo-nosft'): every one, or a comma list "
+                         "(ours-k3,hh)")  # fmt: skip
     ap.add_argument("--ablate-resampling", action="store_true",
                     help="also build ours with one response per instruction (ours-k1), to "
                          "separate what resampling buys at the same reverse model")  # fmt: skip
@@ -393,8 +395,10 @@ def main() -> None:
         log(f"training pairs: {run['counts']}")
         shared = models.get("ours-sft") if name == "ours-expert" else None  # same chosen
         trained(train(work, name, data[name], n, args, shared))
-    if args.dpo_from_base:  # what DPO does without SFT first, after every main arm
-        for name, path in data.items():
+    from_base = set(data) if args.dpo_from_base == "all" else set(
+        filter(None, args.dpo_from_base.split(",")))  # fmt: skip
+    for name, path in data.items():  # what DPO does without SFT, after every main arm
+        if name in from_base:
             trained(train_from_base(work, name, path, n, args))
     summary = summarize(results, data, run, final=True)
     if args.report:
@@ -417,7 +421,9 @@ def comparisons_of(results: dict[str, Any], data: dict[str, Path], k: int) -> di
         sft, dpo = (f"{label_of(name, k)}-{step}" for step in ("sft", "dpo"))
         if sft in results and dpo in results:
             out[f"{dpo} - {sft}"] = paired(results, sft, dpo)
-    for other in ("hh-dpo", "ours-k1-dpo", "nofilter-dpo", "paper-dpo", "ours-dpo-nosft"):
+        if dpo in results and f"{dpo}-nosft" in results:  # what SFT first adds to DPO
+            out[f"{dpo} - {dpo}-nosft"] = paired(results, f"{dpo}-nosft", dpo)
+    for other in ("hh-dpo", "ours-k1-dpo", "nofilter-dpo", "paper-dpo"):
         if "ours-dpo" in results and other in results:
             out[f"ours-dpo - {other}"] = paired(results, other, "ours-dpo")
     if "ours-dpo" in results and "ours-expert-dpo" in results:

@@ -61,6 +61,12 @@ GRID: dict[str, dict[str, Any]] = {
     "lr2e-4-ipo": {"learning_rate": 2e-4, "loss_type": "ipo"},
     "lr2e-4-robust": {"learning_rate": 2e-4, "loss_type": "robust", "label_smoothing": 0.1},
     "full-lr5e-6": {"lora": False, "learning_rate": 5e-6},
+    # at the 3 epochs that moved the 41-pair data (33 steps): beta and the loss type
+    "lr2e-4-3ep-beta0.5": {"learning_rate": 2e-4, "epochs": 3.0, "beta": 0.5},
+    "lr2e-4-3ep-ipo": {"learning_rate": 2e-4, "epochs": 3.0, "loss_type": "ipo"},
+    "lr2e-4-3ep-robust": {"learning_rate": 2e-4, "epochs": 3.0, "loss_type": "robust",
+                          "label_smoothing": 0.1},
+    "lr2e-4-3ep-all-layers": {"learning_rate": 2e-4, "epochs": 3.0, "lora_top_fraction": 1.0},
 }
 """Each DPO setting tried: changes to the DPO defaults (`AlignConfig().dpo`)."""
 
