@@ -355,11 +355,11 @@ def main() -> None:
     sources, prompts_csv = prepare_sources(work, args.per_category, args.harmful)
 
     k, procs = args.respond_candidates, args.data_processes
-    ours = build_data(work, sources, f"ours-k{k}", [f"respond.candidates={k}"], procs)
-    n = min(args.pairs, sum(1 for _ in dataset_file(ours, "train").open()))
     # What the targets need first (ours, hh, paper), then the other arms: a run cut short
     # still reports the comparisons that matter (results.json is rewritten per model).
-    builders = {f"ours-k{k}": lambda: ours}
+    # hh and paper read `n`, ours' train pair count, when they are built (after ours).
+    builders = {f"ours-k{k}": lambda: build_data(
+        work, sources, f"ours-k{k}", [f"respond.candidates={k}"], procs)}  # fmt: skip
     if "hh" not in skip:
         builders["hh"] = lambda: hh_data(work, n)
     if args.paper:
@@ -372,6 +372,14 @@ def main() -> None:
     if args.expert_rejected:
         expert = [f"respond.candidates={k}", "assemble.rejected=expert"]
         builders["ours-expert"] = lambda: build_data(work, sources, "ours-expert", expert, procs)
+
+    from_base = set(builders) if args.dpo_from_base == "all" else set(
+        filter(None, args.dpo_from_base.split(",")))  # fmt: skip
+    if unknown := from_base - set(builders):  # before hours of work, not after
+        ap.error(f"--dpo-from-base: no data set {', '.join(sorted(unknown))} in this run "
+                 f"(its data sets: {', '.join(builders)})")  # fmt: skip
+    ours = builders[f"ours-k{k}"]()  # later calls find it built
+    n = min(args.pairs, sum(1 for _ in dataset_file(ours, "train").open()))
 
     sets = eval_sets(prompts_csv, args)
     run = {"info": info, "args": args, "work": work, "started": started, "sets": sets,
@@ -395,8 +403,6 @@ def main() -> None:
         log(f"training pairs: {run['counts']}")
         shared = models.get("ours-sft") if name == "ours-expert" else None  # same chosen
         trained(train(work, name, data[name], n, args, shared))
-    from_base = set(data) if args.dpo_from_base == "all" else set(
-        filter(None, args.dpo_from_base.split(",")))  # fmt: skip
     for name, path in data.items():  # what DPO does without SFT, after every main arm
         if name in from_base:
             trained(train_from_base(work, name, path, n, args))
