@@ -52,8 +52,8 @@ from machine import machine_info  # noqa: E402
 
 CATEGORIES = ("hate", "self-harm")
 GRID: dict[str, dict[str, Any]] = {
-    "default": {},
-    "lr2e-4": {"learning_rate": 2e-4},
+    "lr5e-5": {"learning_rate": 5e-5},  # the default before 2026-12-07
+    "lr2e-4": {"learning_rate": 2e-4},  # the default now (an empty row would repeat it)
     "lr5e-4": {"learning_rate": 5e-4},
     "lr2e-4-3ep": {"learning_rate": 2e-4, "epochs": 3.0},
     "lr2e-4-beta0.5": {"learning_rate": 2e-4, "beta": 0.5},
