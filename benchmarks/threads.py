@@ -12,7 +12,16 @@ Each variant runs in fresh processes (OpenMP reads these when torch loads): the 
 model, 32 prompts, 24 new tokens, greedy, batches of 16, one warm-up batch first.
 Ratios are against `spin` in the same condition, measured in the same run.
 
+`--training`: the quickstart's reverse training (`safer-instruct reverse-train`, 4 steps,
+an empty cache each time) at one thread (`OMP_NUM_THREADS=1`, the CLI's choice before it
+adapted) and as the CLI now chooses (threads adapted between steps), alone, beside a
+neighbour spinning on one core from the start, and beside one that starts after the
+first step. Seconds are the trainer's own (`train_runtime`); ratios are one thread's
+seconds over the variant's in the same condition; the trained weights are compared
+bit for bit with one thread's.
+
     python benchmarks/threads.py > threads.json
+    python benchmarks/threads.py --training > threads-training.json
 """
 
 from __future__ import annotations
@@ -95,14 +104,92 @@ def measure(variant: str, neighbour: bool) -> dict:
             "processes": outs}  # fmt: skip
 
 
+TRAIN_VARIANTS = {"one": {"OMP_NUM_THREADS": "1"}, "adapted": {}}
+NEIGHBOUR_AFTER = {"alone": None, "busy_neighbour": 0.0, "neighbour_after_step_1": "step 1:"}
+
+
+def train(variant: str, neighbour_after: float | str | None, work: Path) -> dict:
+    """One reverse-training run of 4 steps in an empty cache; the neighbour starts at once
+    (0.0), when the log shows the given line, or never (None)."""
+    import shutil
+
+    cache = work / variant / "cache"
+    shutil.rmtree(cache.parent, ignore_errors=True)
+    cache.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    env.update(TRAIN_VARIANTS[variant], HF_HUB_OFFLINE="1", SAFER_INSTRUCT_CACHE=str(cache))
+    from saferinstruct.llm.embedded import ensure_converted
+
+    (cache / "models").symlink_to(ensure_converted().parent)  # the converted model, shared
+    root = Path(__file__).resolve().parents[1]
+    cmd = [str(Path(sys.executable).with_name("safer-instruct")), "reverse-train",
+           "--config", str(root / "configs" / "quickstart.yaml"), "--max-steps", "4"]  # fmt: skip
+    spinner = None
+    spin = [sys.executable, "-c", "while True: pass"]
+    if neighbour_after == 0.0:
+        spinner = subprocess.Popen(spin)
+    log_lines = []
+    proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            log_lines.append(line)
+            if isinstance(neighbour_after, str) and spinner is None and neighbour_after in line:
+                spinner = subprocess.Popen(spin)
+        proc.wait()
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+    if proc.returncode != 0:
+        raise SystemExit(f"reverse-train failed ({variant}):\n" + "".join(log_lines[-20:]))
+    runtime = next(json.loads(line.split("step 4: ", 1)[1])["train_runtime"]
+                   for line in log_lines if '"train_runtime"' in line)  # fmt: skip
+    changes = [line.split("INFO", 1)[1].strip() for line in log_lines if "threads:" in line]
+    model = next(cache.glob("reverse/*/model/model.safetensors"))
+    return {"seconds": runtime, "thread_changes": changes, "weights": str(model)}
+
+
+def same_weights(a: str, b: str) -> bool:
+    from safetensors.torch import load_file
+
+    x, y = load_file(a), load_file(b)
+    return x.keys() == y.keys() and all(x[k].equal(y[k]) for k in x)
+
+
+def training() -> None:
+    import tempfile
+
+    info = machine_info()
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for condition, after in NEIGHBOUR_AFTER.items():
+            row = {v: train(v, after, Path(tmp) / condition) for v in TRAIN_VARIANTS}
+            one = row["one"]
+            for r in row.values():
+                r["x_one_thread"] = round(one["seconds"] / r["seconds"], 3)
+                r["same_weights_as_one_thread"] = same_weights(one["weights"], r["weights"])
+            for r in row.values():
+                del r["weights"]
+            results[condition] = row
+            print(json.dumps({condition: row}), file=sys.stderr, flush=True)
+    print(json.dumps({"benchmark": "threads-training", "machine": info, "results": results}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--barrier", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--training", action="store_true",
+                    help="time reverse-training steps instead of generation")  # fmt: skip
     args = ap.parse_args()
     if args.worker:
         worker(args.barrier if args.n > 1 else None, args.n)
+        return
+    if args.training:
+        training()
         return
     info = machine_info()
     results: dict[str, dict] = {}

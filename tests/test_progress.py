@@ -70,6 +70,7 @@ def test_threads_are_chosen_unless_the_user_chose():
     assert env["OMP_WAIT_POLICY"] == "PASSIVE" and chosen["OMP_WAIT_POLICY"] == "PASSIVE"
     small = threads.usable_cores() <= threads.SMALL_MACHINE_CORES
     assert ("OMP_NUM_THREADS" in env) == small
+    assert (env.get(threads.ADAPT_ENV) == "1") == small  # training may then use more
     mine = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "4"}
     assert threads.choose(mine) == {} and mine["OMP_NUM_THREADS"] == "4"
 

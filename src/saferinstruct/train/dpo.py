@@ -40,7 +40,13 @@ from .outputs import (
     training_session,
 )
 from .ranks import train_dataset
-from .schedule import learning_rate, quiet_stdout, schedule_args, time_budget_callback
+from .schedule import (
+    learning_rate,
+    quiet_stdout,
+    schedule_args,
+    threads_callback,
+    time_budget_callback,
+)
 
 log = logging.getLogger("saferinstruct")
 
@@ -176,7 +182,7 @@ def make_dpo_trainer(
             eval_dataset=train_dataset(eval_rows, out_dir) if eval_rows else None,
             processing_class=tokenizer,
             peft_config=lora_config(model, step.lora_top_fraction) if step.lora else None,
-            callbacks=[budget],
+            callbacks=[budget, threads_callback()],
         )
 
     if stored and all(r["ref_key"] in stored for r in rows + held):

@@ -37,7 +37,7 @@ from ..paths import cache_root
 from ..prompts import reverse_prompt
 from .hardware import load_base, lora_config
 from .outputs import finished_model, train_and_save, training_identity, training_session
-from .schedule import quiet_stdout, schedule_args, time_budget_callback
+from .schedule import quiet_stdout, schedule_args, threads_callback, time_budget_callback
 
 log = logging.getLogger("saferinstruct")
 
@@ -178,6 +178,6 @@ def make_trainer(cfg: ReverseTrainConfig, work: Path) -> tuple[Any, Any, int]:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config() if cfg.lora else None,
-        callbacks=[budget],
+        callbacks=[budget, threads_callback()],
     )
     return quiet_stdout(trainer), budget, len(train_pairs)

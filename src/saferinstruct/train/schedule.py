@@ -1,5 +1,5 @@
 """The schedule every trainer here shares: TrainingArguments fields, the time guard,
-per-step log lines on stderr, and the checkpoint to resume from.
+the threads between steps, per-step log lines on stderr, and the checkpoint to resume from.
 
     args = SFTConfig(**schedule_args(out_dir, n_rows, 8, 2e-4, 1.0, 256, seed=0))
 """
@@ -104,6 +104,28 @@ def time_budget_callback(max_minutes: float | None) -> Any:
             return control
 
     return TimeBudget()
+
+
+def threads_callback() -> Any:
+    """A TrainerCallback that sets torch's threads between optimizer steps from what the
+    other processes are doing (`threads.CoreWatch`: every core while they are idle)."""
+    from transformers import TrainerCallback
+
+    from ..threads import CoreWatch
+
+    class Threads(TrainerCallback):
+        def __init__(self) -> None:
+            self.watch = CoreWatch()
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            self.watch.adapt(wait=True)  # at most a second, so that the first step gains
+            return control
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            self.watch.adapt()
+            return control
+
+    return Threads()
 
 
 def any_rank(args: Any, flag: bool) -> bool:

@@ -31,7 +31,13 @@ from .outputs import (
     training_session,
 )
 from .ranks import train_dataset
-from .schedule import learning_rate, quiet_stdout, schedule_args, time_budget_callback
+from .schedule import (
+    learning_rate,
+    quiet_stdout,
+    schedule_args,
+    threads_callback,
+    time_budget_callback,
+)
 
 log = logging.getLogger("saferinstruct")
 
@@ -76,7 +82,7 @@ def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path,
         eval_dataset=train_dataset(held_rows, out_dir) if held_rows else None,
         processing_class=tokenizer,
         peft_config=lora_config(model, step.lora_top_fraction) if step.lora else None,
-        callbacks=[budget],
+        callbacks=[budget, threads_callback()],
     )
     return quiet_stdout(trainer), budget
 
