@@ -13,8 +13,9 @@ model, 32 prompts, 24 new tokens, greedy, batches of 16, one warm-up batch first
 Ratios are against `spin` in the same condition, measured in the same run.
 
 `--training`: the quickstart's reverse training (`safer-instruct reverse-train`, 4 steps,
-an empty cache each time) at one thread (`OMP_NUM_THREADS=1`, the CLI's choice before it
-adapted) and as the CLI now chooses (threads adapted between steps), alone, beside a
+an empty cache each time) at the CLI's one thread throughout
+(`SAFER_INSTRUCT_ADAPT_THREADS=0`, its choice before it adapted) and as the CLI now
+chooses (threads adapted between steps), alone, beside a
 neighbour spinning on one core from the start, and beside one that starts after the
 first step. Seconds are the trainer's own (`train_runtime`); ratios are one thread's
 seconds over the variant's in the same condition; the trained weights are compared
@@ -104,7 +105,7 @@ def measure(variant: str, neighbour: bool) -> dict:
             "processes": outs}  # fmt: skip
 
 
-TRAIN_VARIANTS = {"one": {"OMP_NUM_THREADS": "1"}, "adapted": {}}
+TRAIN_VARIANTS = {"one": {"SAFER_INSTRUCT_ADAPT_THREADS": "0"}, "adapted": {}}
 NEIGHBOUR_AFTER = {"alone": None, "busy_neighbour": 0.0, "neighbour_after_step_1": "step 1:"}
 
 
@@ -116,7 +117,8 @@ def train(variant: str, neighbour_after: float | str | None, work: Path) -> dict
     cache = work / variant / "cache"
     shutil.rmtree(cache.parent, ignore_errors=True)
     cache.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    unset = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "SAFER_INSTRUCT_ADAPT_THREADS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(TRAIN_VARIANTS[variant], HF_HUB_OFFLINE="1", SAFER_INSTRUCT_CACHE=str(cache))
     from saferinstruct.llm.embedded import ensure_converted
 

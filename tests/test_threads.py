@@ -69,6 +69,10 @@ def test_the_users_own_threads_are_kept(torch_threads):
     env: dict[str, str] = {"OMP_NUM_THREADS": "1"}
     threads.choose(env)
     assert threads.ADAPT_ENV not in env  # the user chose: training does not adapt
+    if threads.usable_cores() <= threads.SMALL_MACHINE_CORES:
+        env = {threads.ADAPT_ENV: "0"}
+        threads.choose(env)
+        assert env["OMP_NUM_THREADS"] == "1" and env[threads.ADAPT_ENV] == "0"  # kept
 
 
 @pytest.mark.skipif(threads.usable_cores() < 2, reason="one core: nothing to adapt")

@@ -31,7 +31,8 @@ log = logging.getLogger("saferinstruct")
 
 SMALL_MACHINE_CORES = 2
 ADAPT_ENV = "SAFER_INSTRUCT_ADAPT_THREADS"
-"""Set to 1 by `choose` where it chose one thread: training may then use more."""
+"""Set to 1 by `choose` where it chose one thread: training may then use more (set it to
+0 beforehand to keep one thread throughout)."""
 QUIET_BELOW = 0.5
 """Cores the other processes use, below which the machine counts as quiet."""
 MIN_WINDOW_S = 1.0
@@ -52,7 +53,8 @@ def choose(environ: dict[str, str] | None = None) -> dict[str, str]:
         chosen["OMP_WAIT_POLICY"] = "PASSIVE"
     if "OMP_NUM_THREADS" not in env and usable_cores() <= SMALL_MACHINE_CORES:
         chosen["OMP_NUM_THREADS"] = "1"
-        chosen[ADAPT_ENV] = "1"
+        if ADAPT_ENV not in env:  # 0: one thread throughout
+            chosen[ADAPT_ENV] = "1"
     env.update(chosen)
     return chosen
 
