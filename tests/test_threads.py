@@ -4,6 +4,7 @@ thread while they are busy, and the same bits either way."""
 from __future__ import annotations
 
 import copy
+import itertools
 import subprocess
 import sys
 
@@ -73,6 +74,22 @@ def test_the_users_own_threads_are_kept(torch_threads):
         env = {threads.ADAPT_ENV: "0"}
         threads.choose(env)
         assert env["OMP_NUM_THREADS"] == "1" and env[threads.ADAPT_ENV] == "0"  # kept
+
+
+def test_training_gives_the_threads_back(torch_threads, monkeypatch):
+    """The stages that run after reverse training in one process find the count that was
+    there before it (they run two models at once)."""
+    from saferinstruct.train.schedule import threads_callback
+
+    monkeypatch.setenv(threads.ADAPT_ENV, "1")
+    torch_threads.set_num_threads(1)
+    cb = threads_callback()
+    cb.watch = threads.CoreWatch(read=lambda: (0.0, 0.0), clock=itertools.count(0.0, 5.0).__next__,
+                                 enabled=True, cores=2)  # fmt: skip
+    cb.on_train_begin(None, None, None)
+    assert torch_threads.get_num_threads() == 2  # quiet: every core while training
+    cb.on_train_end(None, None, None)
+    assert torch_threads.get_num_threads() == 1
 
 
 @pytest.mark.skipif(threads.usable_cores() < 2, reason="one core: nothing to adapt")

@@ -108,7 +108,10 @@ def time_budget_callback(max_minutes: float | None) -> Any:
 
 def threads_callback() -> Any:
     """A TrainerCallback that sets torch's threads between optimizer steps from what the
-    other processes are doing (`threads.CoreWatch`: every core while they are idle)."""
+    other processes are doing (`threads.CoreWatch`: every core while they are idle), and
+    puts back the count it found when training ends (the stages that run after it in the
+    same process generate from two models at once: one thread each)."""
+    import torch
     from transformers import TrainerCallback
 
     from ..threads import CoreWatch
@@ -116,13 +119,19 @@ def threads_callback() -> Any:
     class Threads(TrainerCallback):
         def __init__(self) -> None:
             self.watch = CoreWatch()
+            self.before = torch.get_num_threads()
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            self.before = torch.get_num_threads()
             self.watch.adapt(wait=True)  # at most a second, so that the first step gains
             return control
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
             self.watch.adapt()
+            return control
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            torch.set_num_threads(self.before)
             return control
 
     return Threads()
