@@ -109,8 +109,8 @@ def time_budget_callback(max_minutes: float | None) -> Any:
 def threads_callback() -> Any:
     """A TrainerCallback that sets torch's threads between optimizer steps from what the
     other processes are doing (`threads.CoreWatch`: every core while they are idle), and
-    puts back the count it found when training ends (the stages that run after it in the
-    same process generate from two models at once: one thread each)."""
+    puts back the count it found when training ends: what runs after it in the same
+    process (`run` induces right after reverse training) keeps the CLI's choice."""
     import torch
     from transformers import TrainerCallback
 
