@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
+from saferinstruct.threads import ADAPT_ENV  # noqa: E402
 
 VARIANTS = {
     "spin": {},
@@ -45,6 +46,8 @@ VARIANTS = {
     "two-processes": {"OMP_NUM_THREADS": "1"},
 }
 PROCESSES = {"two-processes": 2}
+SPIN = [sys.executable, "-c", "while True: pass"]
+"""The neighbour: a process spinning on one core."""
 
 
 def wait_for_all(barrier: Path, n: int) -> None:
@@ -85,7 +88,7 @@ def measure(variant: str, neighbour: bool) -> dict:
     n = PROCESSES.get(variant, 1)
     spinner = None
     if neighbour:
-        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        spinner = subprocess.Popen(SPIN)
     try:
         with tempfile.TemporaryDirectory() as barrier:
             cmd = [sys.executable, __file__, "--worker", "--barrier", barrier, "--n", str(n)]
@@ -105,19 +108,20 @@ def measure(variant: str, neighbour: bool) -> dict:
             "processes": outs}  # fmt: skip
 
 
-TRAIN_VARIANTS = {"one": {"SAFER_INSTRUCT_ADAPT_THREADS": "0"}, "adapted": {}}
+TRAIN_VARIANTS = {"one": {ADAPT_ENV: "0"}, "adapted": {}}
+TRAIN_STEPS = 4
 NEIGHBOUR_AFTER = {"alone": None, "busy_neighbour": 0.0, "neighbour_after_step_1": "step 1:"}
 
 
 def train(variant: str, neighbour_after: float | str | None, work: Path) -> dict:
-    """One reverse-training run of 4 steps in an empty cache; the neighbour starts at once
-    (0.0), when the log shows the given line, or never (None)."""
+    """One reverse-training run of `TRAIN_STEPS` steps in an empty cache; the neighbour
+    starts at once (0.0), when the log shows the given line, or never (None)."""
     import shutil
 
     cache = work / variant / "cache"
     shutil.rmtree(cache.parent, ignore_errors=True)
     cache.mkdir(parents=True)
-    unset = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "SAFER_INSTRUCT_ADAPT_THREADS")
+    unset = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", ADAPT_ENV)
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(TRAIN_VARIANTS[variant], HF_HUB_OFFLINE="1", SAFER_INSTRUCT_CACHE=str(cache))
     from saferinstruct.llm.embedded import ensure_converted
@@ -125,11 +129,11 @@ def train(variant: str, neighbour_after: float | str | None, work: Path) -> dict
     (cache / "models").symlink_to(ensure_converted().parent)  # the converted model, shared
     root = Path(__file__).resolve().parents[1]
     cmd = [str(Path(sys.executable).with_name("safer-instruct")), "reverse-train",
-           "--config", str(root / "configs" / "quickstart.yaml"), "--max-steps", "4"]  # fmt: skip
+           "--config", str(root / "configs" / "quickstart.yaml"),
+           "--max-steps", str(TRAIN_STEPS)]  # fmt: skip
     spinner = None
-    spin = [sys.executable, "-c", "while True: pass"]
     if neighbour_after == 0.0:
-        spinner = subprocess.Popen(spin)
+        spinner = subprocess.Popen(SPIN)
     log_lines = []
     proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)  # fmt: skip
@@ -138,7 +142,7 @@ def train(variant: str, neighbour_after: float | str | None, work: Path) -> dict
         for line in proc.stderr:
             log_lines.append(line)
             if isinstance(neighbour_after, str) and spinner is None and neighbour_after in line:
-                spinner = subprocess.Popen(spin)
+                spinner = subprocess.Popen(SPIN)
         proc.wait()
     finally:
         if spinner is not None:
@@ -146,7 +150,7 @@ def train(variant: str, neighbour_after: float | str | None, work: Path) -> dict
             spinner.wait()
     if proc.returncode != 0:
         raise SystemExit(f"reverse-train failed ({variant}):\n" + "".join(log_lines[-20:]))
-    runtime = next(json.loads(line.split("step 4: ", 1)[1])["train_runtime"]
+    runtime = next(json.loads(line.split(f"step {TRAIN_STEPS}: ", 1)[1])["train_runtime"]
                    for line in log_lines if '"train_runtime"' in line)  # fmt: skip
     changes = [line.split("INFO", 1)[1].strip() for line in log_lines if "threads:" in line]
     model = next(cache.glob("reverse/*/model/model.safetensors"))

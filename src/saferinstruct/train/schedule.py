@@ -119,7 +119,6 @@ def threads_callback() -> Any:
     class Threads(TrainerCallback):
         def __init__(self) -> None:
             self.watch = CoreWatch()
-            self.before = torch.get_num_threads()
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
             self.before = torch.get_num_threads()
