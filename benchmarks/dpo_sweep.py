@@ -67,6 +67,10 @@ GRID: dict[str, dict[str, Any]] = {
     "lr2e-4-3ep-robust": {"learning_rate": 2e-4, "epochs": 3.0, "loss_type": "robust",
                           "label_smoothing": 0.1},
     "lr2e-4-3ep-all-layers": {"learning_rate": 2e-4, "epochs": 3.0, "lora_top_fraction": 1.0},
+    # the adapters' size at the default step (lr 2e-4, one epoch), and a full fine-tune
+    "lr2e-4-r4": {"learning_rate": 2e-4, "lora_rank": 4},
+    "lr2e-4-r64": {"learning_rate": 2e-4, "lora_rank": 64},
+    "full-lr2e-5": {"lora": False, "learning_rate": 2e-5},
 }
 """Each DPO setting tried: changes to the DPO defaults (`AlignConfig().dpo`)."""
 

@@ -262,6 +262,28 @@ def test_training_config_reaches_the_trainer(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_lora_rank_reaches_the_adapters(tmp_path):
+    """`lora_rank` sets every adapter's rank, alpha twice it (the scale stays 2), so a
+    smaller rank trains fewer parameters; a rank below 1 is one line and exit 2."""
+    from saferinstruct.config import AlignConfig
+    from saferinstruct.train.sft import make_sft_trainer
+    from test_cli import cli
+
+    def adapters(rank: int):
+        step = dataclasses.replace(AlignConfig().sft, lora_rank=rank, batch_size=2,
+                                   max_length=64)  # fmt: skip
+        model = make_sft_trainer(short_pairs(2), step, tmp_path / f"r{rank}")[0].model
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return model.peft_config["default"], trainable
+
+    (small, n_small), (default, n_default) = adapters(4), adapters(16)
+    assert (small.r, small.lora_alpha) == (4, 8) and (default.r, default.lora_alpha) == (16, 32)
+    assert n_default == 4 * n_small
+    r = cli("dpo", "--data", "hh", "--out", str(tmp_path / "o"), "--lora-rank", "0")
+    assert r.returncode == 2 and "dpo: lora_rank" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_schedule_counts_optimizer_steps_under_gradient_accumulation(tmp_path):
     """The paper config accumulates 16 micro-batches of 4: 128 rows are 2 optimizer
     steps, so warm-up must not cover the whole run and logging happens every step."""

@@ -512,6 +512,10 @@ class TrainStepConfig:
     lora_top_fraction: float = field(
         default=1.0, metadata=_doc("LoRA on the top share of layers only (faster on CPUs)")
     )
+    lora_rank: int = field(
+        default=16,
+        metadata=_ranged((1, None, True), "LoRA rank r of every adapter (alpha = 2r)"),
+    )
     learning_rate: float | None = field(
         default=None, metadata=_doc("null = 2e-4/2e-5 (SFT LoRA/full), 2e-4/5e-7 (DPO)")
     )

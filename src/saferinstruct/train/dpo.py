@@ -29,7 +29,7 @@ from typing import Any
 from ..config import ModelConfig, TrainStepConfig, report_targets
 from ..errors import BadInput
 from ..io import write_atomic
-from .hardware import load_base, lora_config
+from .hardware import load_base, step_adapters
 from .held_out import HeldOut
 from .outputs import (
     Measured,
@@ -181,7 +181,7 @@ def make_dpo_trainer(
             train_dataset=train_dataset(train_rows, out_dir),
             eval_dataset=train_dataset(eval_rows, out_dir) if eval_rows else None,
             processing_class=tokenizer,
-            peft_config=lora_config(model, step.lora_top_fraction) if step.lora else None,
+            peft_config=step_adapters(model, step),
             callbacks=[budget, threads_callback()],
         )
 

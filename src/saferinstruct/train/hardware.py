@@ -86,8 +86,15 @@ def parameter_count(model_dir: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def lora_config(model: Any = None, top_fraction: float = 1.0) -> Any:
-    """LoRA on every attention and MLP projection (r 16, alpha 32).
+def step_adapters(model: Any, step: Any) -> Any:
+    """The LoRA config an `sft` or `dpo` step (`TrainStepConfig`) asks for on `model`
+    (its `lora_top_fraction` and `lora_rank`); None for a full fine-tune."""
+    return lora_config(model, step.lora_top_fraction, step.lora_rank) if step.lora else None
+
+
+def lora_config(model: Any = None, top_fraction: float = 1.0, rank: int = 16) -> Any:
+    """LoRA on every attention and MLP projection, rank `rank` with alpha twice the rank
+    (16 and 32 by default: the scale alpha / r stays 2 whatever the rank).
 
     With `top_fraction` < 1, only the top share of `model`'s layers get adapters: the
     backward pass then stops at the lowest adapted layer and the layers below run
@@ -103,8 +110,8 @@ def lora_config(model: Any = None, top_fraction: float = 1.0) -> Any:
         layers = list(range(n - k, n))
     return LoraConfig(
         layers_to_transform=layers,
-        r=16,
-        lora_alpha=32,
+        r=rank,
+        lora_alpha=2 * rank,
         lora_dropout=0.0,
         target_modules=[
             "q_proj",

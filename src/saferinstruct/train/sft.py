@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config import TrainStepConfig, report_targets
 from ..errors import BadInput
-from .hardware import load_base, lora_config
+from .hardware import load_base, step_adapters
 from .held_out import HeldOut
 from .outputs import (
     Measured,
@@ -81,7 +81,7 @@ def make_sft_trainer(data: list[dict], step: TrainStepConfig, out_dir: Path,
         train_dataset=train_dataset(rows, out_dir),
         eval_dataset=train_dataset(held_rows, out_dir) if held_rows else None,
         processing_class=tokenizer,
-        peft_config=lora_config(model, step.lora_top_fraction) if step.lora else None,
+        peft_config=step_adapters(model, step),
         callbacks=[budget, threads_callback()],
     )
     return quiet_stdout(trainer), budget
