@@ -43,8 +43,15 @@ accuracy of our DPO model >= 0.8; ours DPO - base >= +30 points with the interva
 end >= +20; ours DPO - HH-RLHF DPO lifts.
 
 Resumable: every finished run, model and generation is kept (work folder, call cache),
-so a killed benchmark started again continues where it stopped. Run (about 90 minutes on
-2 cores at the defaults; keep the machine otherwise quiet):
+so a killed benchmark started again continues where it stopped. Each evaluated model's
+per-prompt outcomes also go to WORK/evaluations.json under a key of everything the model
+depends on (its data file's bytes, the SFT and DPO settings, the package versions, the
+evaluation prompts): a later start on a fresh work tree, with the models gone but that
+file kept, does not retrain an arm whose models it holds under the same key, and a
+changed setting retrains it. records/README.md keeps such a run's state in git.
+`--report` covers the models trained by the start that writes it.
+
+Run (about 90 minutes on 2 cores at the defaults; keep the machine otherwise quiet):
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/alignment.py --work runs/bench-alignment \
         > /tmp/alignment.json 2> /tmp/alignment.log
@@ -245,6 +252,39 @@ def held_out_of(spec: str) -> dict[str, Any] | None:
             "warnings": held.get("warnings", [])} if "after" in held else None  # fmt: skip
 
 
+def arm_key(data: Path, n: int, args: argparse.Namespace, sets: dict[str, list],
+            from_base: bool = False) -> str:  # fmt: skip
+    """What an arm's models and their evaluation depend on, hashed: the training pairs'
+    bytes, the SFT and DPO steps (every setting, defaults included), the packages that
+    train and generate, and the evaluation prompts and length."""
+    from saferinstruct.config import to_dict
+    from saferinstruct.rundir import package_versions
+
+    sft, dpo = steps(args, n)
+    doc = {"data": hashlib.sha256(data.read_bytes()).hexdigest(), "n": n,
+           "sft": None if from_base else to_dict(sft), "dpo": to_dict(dpo),
+           "sft_epochs": args.sft_epochs, "from_base": from_base,
+           "versions": package_versions(("torch", "transformers", "trl", "peft")),
+           "sets": sets, "max_new_tokens": args.max_new_tokens}  # fmt: skip
+    blob = json.dumps(doc, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def kept_evaluations(work: Path) -> dict[str, Any]:
+    """WORK/evaluations.json: {model: {"key", "result" (with per-prompt flags),
+    "held_out"}}, as earlier starts left it; {} when there is none."""
+    path = work / "evaluations.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def keep_evaluation(work: Path, kept: dict[str, Any], model: str, key: str,
+                    result: dict[str, Any], held: dict[str, Any] | None) -> None:  # fmt: skip
+    from saferinstruct.io import write_atomic
+
+    kept[model] = {"key": key, "result": result, "held_out": held}
+    write_atomic(work / "evaluations.json", json.dumps(kept, indent=1, default=str))
+
+
 def evaluate(spec: str, sets: dict[str, list], args: argparse.Namespace) -> dict[str, Any]:
     from saferinstruct.config import ModelConfig
     from saferinstruct.evaluate.compare import rate
@@ -388,24 +428,44 @@ def main() -> None:
     models = {"base": "embedded"}
     data: dict[str, Path] = {}
 
-    def trained(new: dict[str, str]) -> None:
+    kept = kept_evaluations(work)
+
+    def trained(new: dict[str, str], key: str) -> None:
         for model_name, spec in new.items():
             models[model_name] = spec  # a shared SFT model's answers come from the cache
             results[model_name] = timed(f"eval:{model_name}",
                                         lambda s=spec: evaluate(s, sets, args))  # fmt: skip
             if (held := held_out_of(spec)) is not None:
                 run["held_out"][model_name] = held
+            keep_evaluation(work, kept, model_name, key, results[model_name], held)
             summarize(results, data, run)
+
+    def restored(names: list[str], key: str) -> bool:
+        """The arm's models from WORK/evaluations.json when all are there under `key`."""
+        if not all(kept.get(m, {}).get("key") == key for m in names):
+            return False
+        for m in names:
+            results[m] = kept[m]["result"]
+            if kept[m]["held_out"] is not None:
+                run["held_out"][m] = kept[m]["held_out"]
+        log(f"{', '.join(names)}: evaluated by an earlier start with the same data, "
+            f"settings and versions (evaluations.json): not retrained")  # fmt: skip
+        summarize(results, data, run)
+        return True
 
     for name, build in builders.items():
         data[name] = dataset_file(build(), "train")  # a run directory or a pairs file
         run["counts"][name] = min(n, sum(1 for _ in data[name].open()))
         log(f"training pairs: {run['counts']}")
+        key, label = arm_key(data[name], n, args, sets), label_of(name, k)
+        if restored([f"{label}-sft", f"{label}-dpo"], key):
+            continue
         shared = models.get("ours-sft") if name == "ours-expert" else None  # same chosen
-        trained(train(work, name, data[name], n, args, shared))
+        trained(train(work, name, data[name], n, args, shared), key)
     for name, path in data.items():  # what DPO does without SFT, after every main arm
-        if name in from_base:
-            trained(train_from_base(work, name, path, n, args))
+        key = arm_key(path, n, args, sets, from_base=True)
+        if name in from_base and not restored([f"{label_of(name, k)}-dpo-nosft"], key):
+            trained(train_from_base(work, name, path, n, args), key)
     summary = summarize(results, data, run, final=True)
     if args.report:
         from saferinstruct import api
