@@ -281,6 +281,7 @@ def keep_evaluation(work: Path, kept: dict[str, Any], model: str, key: str,
                     result: dict[str, Any], held: dict[str, Any] | None) -> None:  # fmt: skip
     from saferinstruct.io import write_atomic
 
+    kept.update(kept_evaluations(work))  # what another start on this WORK kept meanwhile
     kept[model] = {"key": key, "result": result, "held_out": held}
     write_atomic(work / "evaluations.json", json.dumps(kept, indent=1, default=str))
 
@@ -362,7 +363,10 @@ def main() -> None:
     ap.add_argument("--data-processes", type=int, default=1,
                     help="build each data set in N shard processes at once, merged after "
                          "(2 on a quiet 2-core machine: both cores, one thread each)")
-    ap.add_argument("--skip", default="", help="comma list of data sets to skip: nofilter,hh")
+    ap.add_argument("--skip", default="",
+                    help="comma list of data sets not to train here: nofilter and hh are not "
+                         "built either; ours is still built (it sets the pair count). Two "
+                         "starts on one WORK with different --skip train arms at once")
     ap.add_argument("--paper", action="store_true",
                     help="also train on the authors' released GPT-4-written pairs for the same "
                          "source texts, at the same pair count (data set 'paper')")
@@ -458,13 +462,14 @@ def main() -> None:
         run["counts"][name] = min(n, sum(1 for _ in data[name].open()))
         log(f"training pairs: {run['counts']}")
         key, label = arm_key(data[name], n, args, sets), label_of(name, k)
-        if restored([f"{label}-sft", f"{label}-dpo"], key):
+        if name in skip or restored([f"{label}-sft", f"{label}-dpo"], key):
             continue
         shared = models.get("ours-sft") if name == "ours-expert" else None  # same chosen
         trained(train(work, name, data[name], n, args, shared), key)
     for name, path in data.items():  # what DPO does without SFT, after every main arm
         key = arm_key(path, n, args, sets, from_base=True)
-        if name in from_base and not restored([f"{label_of(name, k)}-dpo-nosft"], key):
+        if name in from_base and name not in skip and not restored(
+                [f"{label_of(name, k)}-dpo-nosft"], key):  # fmt: skip
             trained(train_from_base(work, name, path, n, args), key)
     summary = summarize(results, data, run, final=True)
     if args.report:
