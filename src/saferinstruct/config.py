@@ -496,6 +496,10 @@ def _only(stage: str, text: str) -> dict[str, str]:
     return {"doc": text, "only": stage}
 
 
+LORA_RANK = 16
+"""The LoRA rank where none is set: `sft`/`dpo` (`lora_rank`) and reverse training."""
+
+
 @dataclass
 class TrainStepConfig:
     """One alignment training step (`sft` or `dpo`): every setting the trainers take.
@@ -513,7 +517,7 @@ class TrainStepConfig:
         default=1.0, metadata=_doc("LoRA on the top share of layers only (faster on CPUs)")
     )
     lora_rank: int = field(
-        default=16,
+        default=LORA_RANK,
         metadata=_ranged((1, None, True), "LoRA rank r of every adapter (alpha = 2r)"),
     )
     learning_rate: float | None = field(

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..config import ModelConfig
+from ..config import LORA_RANK, ModelConfig
 
 log = logging.getLogger("saferinstruct")
 
@@ -92,9 +92,9 @@ def step_adapters(model: Any, step: Any) -> Any:
     return lora_config(model, step.lora_top_fraction, step.lora_rank) if step.lora else None
 
 
-def lora_config(model: Any = None, top_fraction: float = 1.0, rank: int = 16) -> Any:
+def lora_config(model: Any = None, top_fraction: float = 1.0, rank: int = LORA_RANK) -> Any:
     """LoRA on every attention and MLP projection, rank `rank` with alpha twice the rank
-    (16 and 32 by default: the scale alpha / r stays 2 whatever the rank).
+    (the scale alpha / r stays 2 whatever the rank).
 
     With `top_fraction` < 1, only the top share of `model`'s layers get adapters: the
     backward pass then stops at the lowest adapted layer and the layers below run
